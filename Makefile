@@ -1,0 +1,49 @@
+# One entry point. `make train` and `make test` each create .venv and install medseg when needed.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.medseg-installed
+NB_WORKERS ?= 2
+
+.PHONY: install train test sync-check params-check nbtest pytest docs-check docs bench clean
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install -e ".[dev]"
+	@touch $(STAMP)
+
+install: $(STAMP)  ## create .venv and install medseg with everything the tests need
+
+train: $(STAMP)  ## the main job: papermill runs nbs/train.ipynb on the built-in synthetic data
+	@mkdir -p runs
+	$(BIN)/papermill nbs/train.ipynb runs/train-out.ipynb --cwd nbs
+
+test: $(STAMP) sync-check params-check nbtest pytest docs-check  ## everything CI runs
+
+sync-check:  ## fail if nbdev_export or nbdev_clean would change a tracked file
+	$(BIN)/python .ci/check_sync.py
+
+params-check:  ## each papermill notebook has exactly one `parameters` cell
+	$(BIN)/python .ci/check_params.py nbs/train.ipynb
+
+nbtest:  ## run the notebooks as tests (slow and cuda cells skipped)
+	$(BIN)/nbdev_test --n_workers $(NB_WORKERS)
+
+pytest:  ## integration and fault-injection tests
+	$(BIN)/python -m pytest -q tests
+
+docs-check:  ## nbdev's docs processing + an offline HTML render of every page
+	$(BIN)/python .ci/check_docs.py
+
+docs: $(STAMP)  ## the docs site (needs quarto)
+	@if command -v quarto >/dev/null; then $(BIN)/nbdev_docs; else \
+	  echo "quarto is not installed: get it from https://quarto.org/docs/get-started/ , then run make docs again."; \
+	  echo "Offline, 'make docs-check' renders every page to HTML without quarto."; fi
+
+bench: $(STAMP)  ## benchmarks (see bench/README.md)
+	@for f in bench/*.py; do echo "== $$f"; $(BIN)/python $$f || exit 1; done
+
+clean:
+	rm -rf _proc _docs runs data
