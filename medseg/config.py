@@ -14,7 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 # %% auto #0
 __all__ = ['ALLOWED_MODULES', 'ConfigError', 'did_you_mean', 'import_target', 'Section', 'Target', 'check_params', 'check_target',
-           'instantiate', 'DataConfig', 'ModelConfig', 'OptimizerConfig', 'SchedulerConfig', 'LossConfig',
+           'instantiate', 'DataConfig', 'ModelConfig', 'OptimizerConfig', 'SchedulerConfig', 'LossConfig', 'HeadConfig',
            'TrainerConfig', 'LoggingConfig', 'PathsConfig', 'Config', 'parse_value', 'set_dotted', 'apply_overrides',
            'format_errors', 'validate_config', 'read_yaml', 'load_config', 'atomic_write', 'config_to_dict',
            'save_config', 'seed_everything', 'project_root', 'resolve_path']
@@ -107,6 +107,7 @@ class DataConfig(Section):
                                                    {'RandomRotate90': {'p': 0.5}}]  # albumentations, `{Name: {params}}`
     val_augs: list[dict[str, dict[str, Any]]] = []  # applied to val/test/predict before resizing
 
+# %% ../nbs/00_config.ipynb #c018
 class ModelConfig(Section):
     "The network. smp `arch` + `encoder` by default, or any class by `target`."
     arch: str = 'Unet'  # smp architecture (the seed systems call it `decoder`)
@@ -116,6 +117,7 @@ class ModelConfig(Section):
     classes: int = Field(1, ge=1)  # output channels (1 for binary segmentation)
     target: Optional[Target] = None  # any other model class, e.g. `monai.networks.nets.BasicUNet`
 
+# %% ../nbs/00_config.ipynb #c019
 class OptimizerConfig(Target):
     "Any `torch.optim` optimizer; `params` are its keyword arguments."
     target: str = Field('torch.optim.AdamW', alias='_target_')
@@ -130,6 +132,25 @@ class LossConfig(Target):
     "The training loss. The default is `BCE + dice_weight * Dice`."
     target: str = Field('medseg.losses.DiceBCELoss', alias='_target_')
     params: dict[str, Any] = {}
+
+# %% ../nbs/00_config.ipynb #c020
+class HeadConfig(Section):
+    "One output of a (multi-task) model and the label it learns from."
+    name: str  # key of this head in the batch and in the model's output dict
+    kind: Literal['seg', 'cls', 'reg', 'zones']  # segmentation, classification, regression (e.g. age), zone scores
+    classes: list[str] = []  # cls: class names; seg: one channel per name; zones: classes per zone (incl. unknown)
+    multilabel: bool = False  # cls: independent sigmoid per class (tags) instead of one softmax
+    multiclass: bool = False  # seg: one label map over `classes` (softmax) instead of one binary channel per class
+    column: Optional[str] = None  # manifest column holding the label (default: `name`)
+    zones: int = Field(0, ge=0)  # zones head: number of zones (the CSI system: 6)
+    alpha: float = Field(1.0, ge=0)  # weight of this head's loss in the total
+    loss: Optional[Target] = None  # this head's loss; None picks the default for its kind
+
+    @model_validator(mode='after')
+    def _check_kind(self):
+        if self.kind in ('cls', 'zones') and not self.classes: raise ValueError(f"head {self.name!r}: a {self.kind} head needs `classes`")
+        if self.kind == 'zones' and not self.zones: raise ValueError(f"head {self.name!r}: a zones head needs `zones` > 0")
+        return self
 
 class TrainerConfig(Section):
     "Arguments of `lightning.Trainer` plus checkpointing."
@@ -162,7 +183,7 @@ class PathsConfig(Section):
     run_name: Optional[str] = None  # run folder name; default `<arch>-<encoder>-<time>`
     resume: bool = True  # resume from `last.ckpt` when the run folder holds this same run
 
-# %% ../nbs/00_config.ipynb #c019
+# %% ../nbs/00_config.ipynb #c022
 class Config(Section):
     "The whole medseg configuration."
     seed: int = 42  # seeds python, numpy, torch and dataloader workers
@@ -176,18 +197,23 @@ class Config(Section):
     trainer: TrainerConfig = TrainerConfig()
     logging: LoggingConfig = LoggingConfig()
     paths: PathsConfig = PathsConfig()
+    heads: list[HeadConfig] = []  # multi-task heads; empty: the single-head job described by `model` and `loss`
 
     @model_validator(mode='after')
     def _check_targets(self):
         extra = tuple(self.allow_modules)
+        names = [h.name for h in self.heads]
+        dup = sorted({n for n in names if names.count(n) > 1})
+        if dup: raise ValueError(f"heads: names must be unique, repeated: {', '.join(dup)}")
         for key, t, skip in [('model.target', self.model.target, 0), ('loss', self.loss, 0),
-                             ('optimizer', self.optimizer, 1), ('scheduler', self.scheduler, 1)]:
+                             ('optimizer', self.optimizer, 1), ('scheduler', self.scheduler, 1),
+                             *((f'heads.{h.name}.loss', h.loss, 0) for h in self.heads)]:
             if t is None: continue
             try: check_target(t, extra, skip=skip)
             except ConfigError as e: raise ValueError(f"{key}._target_: {e}") from None
         return self
 
-# %% ../nbs/00_config.ipynb #c022
+# %% ../nbs/00_config.ipynb #c025
 def parse_value(s:str):
     "An override value as YAML (`3` -> 3, `null` -> None, `[a, b]` -> list); bare text stays text."
     try: return yaml.safe_load(s)
@@ -213,7 +239,7 @@ def apply_overrides(d:dict, overrides=()) -> dict:
     for k, v in items: set_dotted(d, k, v)
     return d
 
-# %% ../nbs/00_config.ipynb #c025
+# %% ../nbs/00_config.ipynb #c028
 def _fields_at(model_cls, loc):
     "The field names valid at `loc` (a tuple of keys) inside `model_cls`."
     for k in loc:
@@ -240,13 +266,13 @@ def format_errors(e:ValidationError, model_cls=None) -> str:
             lines.append(f"{key}: {msg}{got}")
     return '\n'.join(lines)
 
-# %% ../nbs/00_config.ipynb #c026
+# %% ../nbs/00_config.ipynb #c029
 def validate_config(d:dict) -> Config:
     "Validate a raw dict into a `Config`, raising `ConfigError` with readable messages."
     try: return Config.model_validate(d or {})
     except ValidationError as e: raise ConfigError("invalid config:\n" + format_errors(e)) from None
 
-# %% ../nbs/00_config.ipynb #c029
+# %% ../nbs/00_config.ipynb #c032
 def read_yaml(path) -> dict:
     "Read a YAML mapping from `path` with errors that name the file and line."
     path = Path(path)
@@ -268,7 +294,7 @@ def load_config(path=None, # YAML file; None for the built-in defaults
     if overrides: d = apply_overrides(config_to_dict(validate_config(d)), overrides)  # override the resolved config
     return validate_config(d)
 
-# %% ../nbs/00_config.ipynb #c031
+# %% ../nbs/00_config.ipynb #c034
 def atomic_write(path, data:Union[str,bytes]):
     "Write `data` to `path` atomically (temp file in the same folder, then `os.replace`)."
     path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
@@ -289,13 +315,13 @@ def save_config(cfg:Config, path):
     "Save `cfg` as YAML at `path`, atomically."
     return atomic_write(path, yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
 
-# %% ../nbs/00_config.ipynb #c034
+# %% ../nbs/00_config.ipynb #c037
 def seed_everything(seed:int=42) -> int:
     "Seed python, numpy, torch and DataLoader workers."
     from lightning.pytorch import seed_everything as _seed
     return _seed(seed, workers=True, verbose=False)
 
-# %% ../nbs/00_config.ipynb #c037
+# %% ../nbs/00_config.ipynb #c040
 def project_root(start=None) -> Path:
     "The nearest folder above `start` (default: cwd) whose `settings.ini` names `lib_name = medseg`, else cwd."
     start = Path(start or Path.cwd()).resolve()
