@@ -18,7 +18,7 @@ install: $(STAMP)  ## create .venv and install medseg with everything the tests 
 
 train: $(STAMP)  ## the main job: papermill runs nbs/train.ipynb on the built-in synthetic data
 	@mkdir -p runs
-	$(BIN)/papermill nbs/train.ipynb runs/train-out.ipynb --cwd nbs
+	$(BIN)/papermill nbs/train.ipynb runs/train-out.ipynb
 
 test: $(STAMP) sync-check params-check nbtest pytest docs-check  ## everything CI runs
 

@@ -20,10 +20,10 @@ def plot_metrics(metrics:pd.DataFrame, # one row per epoch (see `medseg.run.read
     "Curves of `keys` against the epoch, losses on the left axis and scores on the right."
     import matplotlib.pyplot as plt
     fig, ax = plt.subplots(figsize=(6, 3.5)); ax2 = ax.twinx()
-    for k in keys:
+    for i, k in enumerate(keys):
         if k not in metrics: continue
         d = metrics[['epoch', k]].dropna()
-        (ax if 'loss' in k else ax2).plot(d['epoch'], d[k], marker='o', label=k, ls='-' if 'loss' in k else '--')
+        (ax if 'loss' in k else ax2).plot(d['epoch'], d[k], marker='o', label=k, color=f'C{i}', ls='-' if 'loss' in k else '--')
     ax.set_xlabel('epoch'); ax.set_ylabel('loss'); ax2.set_ylabel('score'); ax2.set_ylim(0, 1)
     fig.legend(loc='upper center', ncol=len(keys), fontsize=8, frameon=False); fig.tight_layout(rect=(0, 0, 1, 0.92))
     return fig
@@ -34,7 +34,7 @@ def show_overlays(images:torch.Tensor, # B x C x H x W in [0, 1]
                   preds:torch.Tensor=None, # B x 1 x H x W predicted 0/1 mask
                   n:int=4, # images to show
                  ):
-    "Images with the ground truth outlined in green and the prediction filled in red."
+    "Images with the ground truth outlined in green and the prediction filled in yellow."
     import matplotlib.pyplot as plt
     n = min(n, len(images))
     fig, axs = plt.subplots(1, n, figsize=(2.5 * n, 2.7), squeeze=False)
@@ -42,7 +42,7 @@ def show_overlays(images:torch.Tensor, # B x C x H x W in [0, 1]
         img = images[i].detach().float().cpu().permute(1, 2, 0).numpy()
         ax.imshow(img[..., 0] if img.shape[-1] == 1 else img[..., :3].clip(0, 1), cmap='gray')
         if preds is not None:
-            ax.imshow(np.ma.masked_equal(preds[i, 0].cpu().numpy(), 0), cmap='autumn', alpha=0.45, vmin=0, vmax=1)
+            ax.imshow(np.ma.masked_equal(preds[i, 0].cpu().numpy(), 0), cmap='autumn', alpha=0.45, vmin=0, vmax=1)  # 1 -> yellow
         ax.contour(masks[i, 0].cpu().numpy(), levels=[0.5], colors='lime', linewidths=1)
         ax.set_axis_off()
     fig.tight_layout()
