@@ -13,11 +13,12 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 # %% auto #0
-__all__ = ['ALLOWED_MODULES', 'ConfigError', 'did_you_mean', 'import_target', 'Section', 'Target', 'check_params', 'check_target',
-           'instantiate', 'DataConfig', 'ModelConfig', 'OptimizerConfig', 'SchedulerConfig', 'LossConfig', 'HeadConfig',
-           'TrainerConfig', 'LoggingConfig', 'PathsConfig', 'Config', 'parse_value', 'set_dotted', 'apply_overrides',
-           'format_errors', 'validate_config', 'read_yaml', 'load_config', 'atomic_write', 'config_to_dict',
-           'save_config', 'seed_everything', 'project_root', 'resolve_path']
+__all__ = ['ALLOWED_MODULES', 'MODEL_FAMILIES', 'PARAM_GROUPS', 'ConfigError', 'did_you_mean', 'import_target', 'Section',
+           'Target', 'check_params', 'check_target', 'instantiate', 'DataConfig', 'ModelConfig', 'OptimizerConfig',
+           'SchedulerConfig', 'LossConfig', 'HeadConfig', 'TrainerConfig', 'LoggingConfig', 'PathsConfig', 'Config',
+           'parse_value', 'set_dotted', 'apply_overrides', 'format_errors', 'validate_config', 'read_yaml',
+           'load_config', 'atomic_write', 'config_to_dict', 'save_config', 'seed_everything', 'project_root',
+           'resolve_path']
 
 # %% ../nbs/00_config.ipynb #c005
 class ConfigError(ValueError):
@@ -94,28 +95,173 @@ def instantiate(t:Target, *args, extra_allowed=(), **kwargs):
 
 # %% ../nbs/00_config.ipynb #c017
 class DataConfig(Section):
-    "Where the images are and how they are loaded."
-    data_dir: Path = Path('data/synthetic')  # folder holding `manifest.csv` and the files it names
-    manifest: str = 'manifest.csv'  # CSV inside `data_dir`: image path, mask path, split, labels
+    "Where the images are, how they are read, split, sampled, augmented and batched."
+    # where the data is and how it is laid out
+    data_dir: Path = Path('data/synthetic')  # folder holding the data; paths in a manifest are relative to it
+    layout: Literal['manifest', 'class_folders', 'mask_folders', 'npz', 'images'] = 'manifest'  # manifest CSV; one folder per class; image + mask folders matched by stem; MedMNIST-style npz; a plain image folder
+    manifest: str = 'manifest.csv'  # CSV inside `data_dir`: image path, label columns, mask paths, split, source, group
     generate: bool = True  # write the built-in synthetic data to `data_dir` when it is missing
     n_images: int = Field(96, ge=4)  # synthetic images to generate
+    image_col: Union[str, list[str]] = 'image'  # manifest column(s) with image paths; several are stacked as channels
+    split_col: str = 'split'  # manifest column naming each row's split (train/val/test), unless `split_ratios` is set
+    group_col: Optional[str] = None  # column of group (patient) ids: a group never spans splits; None: rows are independent
+    source_col: Optional[str] = 'source'  # column naming each row's source (scanner, site), for `sources` and equal-source sampling
+    frame_col: Optional[str] = 'frame'  # column picking one frame/slice of a multi-frame file; used when it exists
+    image_dir: str = 'images'  # `mask_folders`: folder of images inside `data_dir`
+    mask_dirs: dict[str, Union[str, dict[str, str]]] = {'mask': 'masks'}  # `mask_folders`: seg head -> mask folder, or -> {class: folder} for one file per class
+    npz_file: Optional[str] = None  # `npz`: the file inside `data_dir` (MedMNIST keys `train_images`, `train_labels`, ...)
+    predict_dir: Optional[Path] = None  # folder of images for `predict`; None predicts on the test split
+    # reading
+    normalize: Literal['auto', 'minmax', 'zscore', 'percentile', 'window', 'none'] = 'auto'  # intensity normalisation (see `medseg.io.normalize_intensity`)
+    window: Optional[tuple[float, float]] = None  # CT window `[centre, width]` for `normalize: window`; None uses the DICOM file's own
+    percentiles: tuple[float, float] = (0.5, 99.5)  # clip range for `normalize: percentile`
+    slice_axis: int = Field(2, ge=0, le=3)  # NIfTI: the voxel axis slices are taken along
+    expand_frames: bool = False  # multi-frame files (volumes, multi-page TIFF, multi-frame DICOM) give one sample per frame; else frames are channels
+    mask_threshold: Optional[float] = Field(0.5, ge=0, le=1)  # binary masks: foreground above this fraction of the maximum; None: any non-zero (instance masks)
+    unknown_values: list[str] = ['unknown', '?', '-1', 'nan', 'NaN', 'NA', 'N/A', 'missing']  # cell values meaning "label not known" (masked out, never a negative)
+    tag_sep: str = '|'  # separator of multi-label tags and zone values in one cell
+    # splitting
+    split_ratios: Optional[list[float]] = None  # e.g. [0.6, 0.2, 0.2]: train/val(/test) shares drawn under the seed instead of a split column
+    stratify: Optional[str] = None  # cls head whose labels ratio splits keep balanced; None: the first cls head
+    sources: list[str] = []  # keep only these sources (empty: all)
+    # sampling
+    sampler: str = 'train_random_val_sequential'  # `train_<mode>_val_<mode>`, mode one of random, weighted, sequential
+    train_samples: Optional[int] = Field(None, ge=1)  # samples drawn per training epoch (None: the training set size)
+    validation_samples: Optional[int] = Field(None, ge=1)  # samples per validation epoch for a random/weighted val sampler
+    sampling_tags: list[str] = []  # classes (of cls heads; `other` = none of them) that weighted sampling balances
+    user_class_wts: list[float] = []  # sampling weight of each of `sampling_tags` (empty: equal)
+    equal_source_sampling: bool = False  # draw each source equally often
+    # augmentation and batching
     im_size: int = Field(64, ge=16)  # images are resized to `im_size` x `im_size`
+    train_augs: list[dict[str, Optional[dict[str, Any]]]] = [{'HorizontalFlip': {'p': 0.5}}, {'VerticalFlip': {'p': 0.5}},
+                                                   {'RandomRotate90': {'p': 0.5}}]  # albumentations, `{Name: {params}}`
+    val_augs: list[dict[str, Optional[dict[str, Any]]]] = []  # applied to val/test before resizing
+    predict_augs: Optional[list[dict[str, Optional[dict[str, Any]]]]] = None  # applied for predict (None: `val_augs`)
+    mean: Optional[list[float]] = None  # per-channel mean subtracted after augmentation (images in [0, 1]); None: no shift
+    std: Optional[list[float]] = None  # per-channel standard deviation divided by after augmentation
     batch_size: int = Field(8, ge=1)  # samples per batch
     num_workers: int = Field(0, ge=0)  # DataLoader workers (0 is fastest for small data on few cores)
     pin_memory: bool = False  # pin host memory for faster GPU transfer
-    train_augs: list[dict[str, dict[str, Any]]] = [{'HorizontalFlip': {'p': 0.5}}, {'VerticalFlip': {'p': 0.5}},
-                                                   {'RandomRotate90': {'p': 0.5}}]  # albumentations, `{Name: {params}}`
-    val_augs: list[dict[str, dict[str, Any]]] = []  # applied to val/test/predict before resizing
+    persistent_workers: bool = True  # keep workers alive between epochs (when `num_workers` > 0)
+    drop_last: bool = False  # drop the last incomplete training batch
+    cache: bool = False  # keep decoded (pre-augmentation) samples in memory; for data sets that fit
+    cache_max_gb: float = Field(4.0, gt=0)  # stop caching beyond this many GB
+    # bad data
+    check_data: Literal['exists', 'header', 'decode'] = 'header'  # checked before training: files exist; + headers (sizes match); + every file decodes
+    on_bad_sample: Literal['raise', 'skip'] = 'raise'  # a bad sample stops the run, or is skipped and listed in the run folder
+
+    @field_validator('train_augs', 'val_augs', 'predict_augs', mode='before')
+    @classmethod
+    def _augs_list(cls, v):
+        if isinstance(v, dict): v = [{k: p} for k, p in v.items()]  # the `{Name: {params}, ...}` mapping form
+        for a in v or []:
+            if not isinstance(a, dict) or len(a) != 1:
+                raise ValueError(f"each augmentation must be one {{ClassName: {{params}}}} mapping, got {a!r}")
+        return v
+
+    @field_validator('split_ratios')
+    @classmethod
+    def _ratios(cls, v):
+        if v is None: return v
+        if len(v) not in (2, 3) or any(r < 0 for r in v) or abs(sum(v) - 1) > 1e-6:
+            raise ValueError(f"split_ratios must be 2 or 3 non-negative shares (train, val[, test]) summing to 1, got {v}")
+        return v
+
+    @field_validator('sampler')
+    @classmethod
+    def _sampler(cls, v):
+        modes = ('random', 'weighted', 'sequential')
+        m = re.fullmatch(r'train_(\w+?)_val_(\w+)', v)
+        if not m or m[1] not in modes or m[2] not in modes:
+            raise ValueError(f"sampler must be train_<mode>_val_<mode> with modes {', '.join(modes)} "
+                             f"(e.g. train_random_val_weighted), got {v!r}")
+        return v
+
+    @field_validator('percentiles')
+    @classmethod
+    def _pct(cls, v):
+        if not 0 <= v[0] < v[1] <= 100: raise ValueError(f"percentiles must satisfy 0 <= low < high <= 100, got {list(v)}")
+        return v
+
+    @field_validator('window')
+    @classmethod
+    def _window(cls, v):
+        if v is not None and v[1] < 1: raise ValueError(f"window width must be >= 1, got {v[1]}")
+        return v
+
+    @model_validator(mode='after')
+    def _cross(self):
+        if (self.mean is None) != (self.std is None): raise ValueError("data.mean and data.std go together: set both or neither")
+        if self.mean is not None:
+            if len(self.mean) != len(self.std): raise ValueError(f"data.mean has {len(self.mean)} values but data.std has {len(self.std)}")
+            if any(s <= 0 for s in self.std): raise ValueError(f"data.std values must be > 0, got {self.std}")
+        if self.user_class_wts:
+            if len(self.user_class_wts) != len(self.sampling_tags):
+                raise ValueError(f"data.user_class_wts has {len(self.user_class_wts)} weights for {len(self.sampling_tags)} "
+                                 f"data.sampling_tags ({', '.join(self.sampling_tags) or 'none'}): give one weight per tag")
+            if any(w < 0 for w in self.user_class_wts) or not any(self.user_class_wts):
+                raise ValueError(f"data.user_class_wts must be >= 0 and not all 0, got {self.user_class_wts}")
+        if self.layout == 'npz' and not self.npz_file: raise ValueError("data.layout 'npz' needs data.npz_file (the .npz inside data_dir)")
+        if not self.tag_sep: raise ValueError("data.tag_sep must not be empty")
+        return self
 
 # %% ../nbs/00_config.ipynb #c018
 class ModelConfig(Section):
-    "The network. smp `arch` + `encoder` by default, or any class by `target`."
-    arch: str = 'Unet'  # smp architecture (the seed systems call it `decoder`)
+    "The network: a `family` and its `arch` (smp `arch` + `encoder` by default), or any class by `target`."
+    family: str = 'smp'  # smp, monai, timm, torchvision, plain or hf (see `medseg.models.list_models`)
+    arch: str = 'Unet'  # network name in its family: smp architecture (the seed systems' `decoder`), MONAI net, timm/torchvision model, `PlainCNN`, hf model type
     encoder: str = 'resnet18'  # smp encoder name, including timm `tu-` encoders
-    encoder_weights: Optional[str] = None  # `imagenet` downloads weights; None trains from scratch
+    encoder_weights: Optional[str] = None  # named pretrained weights (`imagenet`, ...: downloads), an encoder weights file, or None/`none`: from scratch
     in_channels: int = Field(1, ge=1)  # image channels fed to the network
-    classes: int = Field(1, ge=1)  # output channels (1 for binary segmentation)
+    classes: int = Field(1, ge=1)  # output channels/classes of a single-head model (multi-task models take theirs from `heads`)
+    params: dict[str, Any] = {}  # extra keyword arguments of the network, e.g. smp `decoder_channels`, MONAI `features`
+    weights: Optional[Path] = None  # checkpoint or state_dict file loaded after building (Lightning `.ckpt`, `.pt`, `.safetensors`)
+    strict: bool = True  # `weights` must match the model tensor for tensor; false skips and reports the rest
+    freeze_encoder: Union[bool, float] = False  # freeze the encoder (true) or that share (0..1) of its parameter tensors, first ones first
+    unfreeze_epoch: Optional[int] = Field(None, ge=0)  # epoch at which a frozen encoder is unfrozen; None: never
+    lr_mults: dict[str, float] = {}  # learning-rate multiplier per parameter group: encoder, decoder, heads (or model)
+    head_dropout: float = Field(0.0, ge=0, lt=1)  # multi-task: dropout before each classification, regression and zone head
+    zone_grid: Optional[tuple[int, int]] = None  # zones head: pool a rows x cols grid, one cell per zone (CSI: 3 x 2); None: global pooling
     target: Optional[Target] = None  # any other model class, e.g. `monai.networks.nets.BasicUNet`
+
+    @field_validator('family')
+    @classmethod
+    def _family(cls, v):
+        if v not in MODEL_FAMILIES: raise ValueError(f"unknown model family {v!r}.{did_you_mean(v, MODEL_FAMILIES)} Allowed: {', '.join(MODEL_FAMILIES)}")
+        return v
+
+    @field_validator('encoder_weights')
+    @classmethod
+    def _none(cls, v): return None if v is None or str(v).strip().lower() in ('', 'none', 'null') else v
+
+    @field_validator('freeze_encoder')
+    @classmethod
+    def _fraction(cls, v):
+        if not isinstance(v, bool) and not 0 <= v <= 1: raise ValueError(f"must be true, false or a fraction in [0, 1], got {v}")
+        return v
+
+    @field_validator('lr_mults')
+    @classmethod
+    def _groups(cls, v):
+        for k, m in v.items():
+            if k not in PARAM_GROUPS: raise ValueError(f"unknown group {k!r}.{did_you_mean(k, PARAM_GROUPS)} Allowed: {', '.join(PARAM_GROUPS)}")
+            if m < 0: raise ValueError(f"multiplier of {k!r} must be >= 0, got {m}")
+        return v
+
+    @field_validator('zone_grid')
+    @classmethod
+    def _grid(cls, v):
+        if v is not None and min(v) < 1: raise ValueError(f"rows and cols must be >= 1, got {list(v)}")
+        return v
+
+    @model_validator(mode='after')
+    def _unfreeze(self):
+        if self.unfreeze_epoch is not None and self.freeze_encoder is False:
+            raise ValueError("`unfreeze_epoch` needs model.freeze_encoder (true or a fraction) to unfreeze")
+        return self
+
+MODEL_FAMILIES = ('smp', 'monai', 'timm', 'torchvision', 'plain', 'hf')  # values of `model.family`
+PARAM_GROUPS = ('encoder', 'decoder', 'heads', 'model')  # keys of `model.lr_mults`
 
 # %% ../nbs/00_config.ipynb #c019
 class OptimizerConfig(Target):
@@ -206,11 +352,15 @@ class Config(Section):
         dup = sorted({n for n in names if names.count(n) > 1})
         if dup: raise ValueError(f"heads: names must be unique, repeated: {', '.join(dup)}")
         for key, t, skip in [('model.target', self.model.target, 0), ('loss', self.loss, 0),
-                             ('optimizer', self.optimizer, 1), ('scheduler', self.scheduler, 1),
-                             *((f'heads.{h.name}.loss', h.loss, 0) for h in self.heads)]:
+                             ('optimizer', self.optimizer, 1), ('scheduler', self.scheduler, 1)]:
             if t is None: continue
             try: check_target(t, extra, skip=skip)
             except ConfigError as e: raise ValueError(f"{key}._target_: {e}") from None
+        if self.heads:
+            from medseg.losses import check_head_loss  # heads' losses may be short names (`dice_ce`) or `_target_`s
+            for h in self.heads:
+                try: check_head_loss(h, extra)
+                except ConfigError as e: raise ValueError(str(e)) from None
         return self
 
 # %% ../nbs/00_config.ipynb #c025

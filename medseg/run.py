@@ -138,6 +138,7 @@ def train(cfg:Config) -> RunResult:
     seed_everything(cfg.seed)
     run, resume_from = prepare_run_dir(cfg)
     task, dm = build_task(cfg)
+    dm.write_skipped(run)  # `on_bad_sample: skip` lists every skipped sample in run/skipped_samples.csv
     trainer = build_trainer(cfg, run)
     if resume_from: _set_aside_metrics(run)
     t0 = time.time()

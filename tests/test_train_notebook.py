@@ -10,7 +10,7 @@ def _papermill(tmp_path, cwd, nb, out, *params):
 
 def _check_run(run_dir, encoder, epochs):
     names = {p.name for p in run_dir.iterdir()}
-    assert {'config.yaml', 'checkpoints', 'metrics.csv', 'summary.json', 'versions.json', 'plots'} <= names, names
+    assert {'config.yaml', 'checkpoints', 'metrics.csv', 'summary.json', 'versions.json', 'plots', 'skipped_samples.csv'} <= names, names
     cfg = yaml.safe_load((run_dir/'config.yaml').read_text())
     assert cfg['model']['encoder'] == encoder and cfg['trainer']['max_epochs'] == epochs
     assert (run_dir/'checkpoints'/'last.ckpt').exists()
