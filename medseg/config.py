@@ -13,12 +13,12 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 # %% auto #0
-__all__ = ['ALLOWED_MODULES', 'MODEL_FAMILIES', 'PARAM_GROUPS', 'ConfigError', 'did_you_mean', 'import_target', 'Section',
-           'Target', 'check_params', 'check_target', 'instantiate', 'DataConfig', 'ModelConfig', 'OptimizerConfig',
-           'SchedulerConfig', 'LossConfig', 'HeadConfig', 'TrainerConfig', 'LoggingConfig', 'PathsConfig', 'Config',
-           'parse_value', 'set_dotted', 'apply_overrides', 'format_errors', 'validate_config', 'read_yaml',
-           'load_config', 'atomic_write', 'config_to_dict', 'save_config', 'seed_everything', 'project_root',
-           'resolve_path']
+__all__ = ['ALLOWED_MODULES', 'MODEL_FAMILIES', 'PARAM_GROUPS', 'RECIPES', 'ConfigError', 'did_you_mean', 'import_target',
+           'Section', 'Target', 'check_params', 'check_target', 'instantiate', 'DataConfig', 'ModelConfig',
+           'OptimizerConfig', 'SchedulerConfig', 'LossConfig', 'HeadConfig', 'TrainerConfig', 'LoggingConfig',
+           'PathsConfig', 'Config', 'parse_value', 'set_dotted', 'apply_overrides', 'format_errors', 'validate_config',
+           'read_yaml', 'load_config', 'atomic_write', 'config_to_dict', 'save_config', 'seed_everything',
+           'project_root', 'resolve_path']
 
 # %% ../nbs/00_config.ipynb #c005
 class ConfigError(ValueError):
@@ -313,8 +313,8 @@ class TrainerConfig(Section):
     deterministic: bool = False  # torch deterministic algorithms
     fast_dev_run: bool = False  # one batch of train and val, no outputs kept
     enable_progress_bar: bool = False  # progress bars clutter papermill outputs
-    monitor: str = 'val_dice'  # metric that picks the best checkpoint
-    mode: Literal['min', 'max'] = 'max'  # whether `monitor` should go up or down
+    monitor: Optional[str] = None  # metric that picks the best checkpoint; None: `val_dice` for the built-in single-head job, else `val_loss`
+    mode: Optional[Literal['min', 'max']] = None  # whether `monitor` should go up or down; None: min for losses and errors, else max
     save_top_k: int = 1  # best checkpoints kept (plus `last.ckpt`)
 
 class LoggingConfig(Section):
@@ -330,10 +330,13 @@ class PathsConfig(Section):
     resume: bool = True  # resume from `last.ckpt` when the run folder holds this same run
 
 # %% ../nbs/00_config.ipynb #c022
+RECIPES = {'cls': ('cls',), 'seg': ('seg',), 'cls_seg': ('cls', 'seg'), 'seg_age': ('seg', 'reg'),
+           'cls_seg_age': ('cls', 'seg', 'reg'), 'zones': ('zones',)}  # the chest X-ray system's recipes: the head kinds each trains
+
 class Config(Section):
     "The whole medseg configuration."
     seed: int = 42  # seeds python, numpy, torch and dataloader workers
-    task: Literal['seg'] = 'seg'  # the recipe; more arrive with the training engine
+    task: Optional[str] = None  # recipe: which `heads` to train (cls, seg, cls_seg, seg_age, cls_seg_age, zones); None: all of them
     allow_modules: list[str] = []  # extra package prefixes that `_target_` may import
     data: DataConfig = DataConfig()
     model: ModelConfig = ModelConfig()
@@ -344,6 +347,13 @@ class Config(Section):
     logging: LoggingConfig = LoggingConfig()
     paths: PathsConfig = PathsConfig()
     heads: list[HeadConfig] = []  # multi-task heads; empty: the single-head job described by `model` and `loss`
+
+    @field_validator('task')
+    @classmethod
+    def _recipe(cls, v):
+        if v is not None and v not in RECIPES:
+            raise ValueError(f"unknown recipe {v!r}.{did_you_mean(v, RECIPES)} Allowed: {', '.join(RECIPES)}, or null for every head")
+        return v
 
     @model_validator(mode='after')
     def _check_targets(self):

@@ -18,7 +18,7 @@ from .config import (MODEL_FAMILIES, PARAM_GROUPS, ConfigError, HeadConfig, Mode
                            instantiate, resolve_path)
 
 # %% auto #0
-__all__ = ['MONAI_NETS', 'FAMILIES', 'HF_NOT_PIXELS', 'RECIPES', 'GROUPS', 'list_archs', 'list_encoders', 'list_encoder_weights',
+__all__ = ['MONAI_NETS', 'FAMILIES', 'HF_NOT_PIXELS', 'GROUPS', 'list_archs', 'list_encoders', 'list_encoder_weights',
            'list_models', 'PlainEncoder', 'PoolHead', 'PlainCNN', 'FirstOutput', 'HFClassifier', 'offline_mode',
            'build_model', 'select_heads', 'head_size', 'grid_pool', 'ZoneHead', 'MultiTaskModel', 'SplitHeads',
            'build_multitask', 'get_encoder', 'model_parts', 'freeze_encoder', 'unfreeze_encoder', 'param_groups',
@@ -333,8 +333,7 @@ def build_model(cfg:ModelConfig, # the `model` section
     return model
 
 # %% ../nbs/04_models.ipynb #c040
-RECIPES = {'cls': ('cls',), 'seg': ('seg',), 'cls_seg': ('cls', 'seg'), 'seg_age': ('seg', 'reg'),
-           'cls_seg_age': ('cls', 'seg', 'reg'), 'zones': ('zones',)}
+from .config import RECIPES  # recipe -> the head kinds it trains
 
 def select_heads(heads, # `HeadConfig`s declared in the config
                  recipe:Optional[str]=None, # a key of `RECIPES`; None keeps every head

@@ -13,12 +13,14 @@ from typing import Optional
 import pandas as pd
 import yaml
 
-from .config import (Config, ConfigError, LoggingConfig, TrainerConfig, atomic_write, config_to_dict,
+import re
+from .config import (Config, ConfigError, LoggingConfig, TrainerConfig, atomic_write, config_to_dict, did_you_mean,
                            instantiate, load_config, resolve_path, save_config, seed_everything)
 
 # %% auto #0
-__all__ = ['VERSIONED', 'package_versions', 'run_dir_for', 'prepare_run_dir', 'build_loggers', 'build_callbacks', 'build_trainer',
-           'RunResult', 'read_metrics', 'build_task', 'train', 'main']
+__all__ = ['VERSIONED', 'package_versions', 'model_label', 'run_dir_for', 'prepare_run_dir', 'build_loggers', 'infer_mode',
+           'resolve_monitor', 'build_callbacks', 'build_trainer', 'RunResult', 'read_metrics', 'is_single_head',
+           'check_im_size', 'build_task', 'train', 'main']
 
 # %% ../nbs/08_run.ipynb #c005
 VERSIONED = ('medseg', 'torch', 'torchvision', 'lightning', 'segmentation-models-pytorch', 'monai', 'timm',
@@ -32,9 +34,15 @@ def package_versions(names=VERSIONED) -> dict:
         except PackageNotFoundError: out[n] = None
     return out
 
+def model_label(cfg:Config) -> str:
+    "A short name for the model: `Unet-resnet18` for smp, `monai-BasicUNet` otherwise, the class for `_target_`."
+    m = cfg.model
+    if m.target is not None: return m.target.target.rpartition('.')[2]
+    return f"{m.arch}-{m.encoder}" if m.family == 'smp' else f"{m.family}-{m.arch}"
+
 def run_dir_for(cfg:Config) -> Path:
-    "The run folder of `cfg`: `paths.out_dir/paths.run_name`, the name defaulting to arch, encoder and time."
-    name = cfg.paths.run_name or f"{cfg.model.arch}-{cfg.model.encoder}-{time.strftime('%Y%m%d-%H%M%S')}"
+    "The run folder of `cfg`: `paths.out_dir/paths.run_name`, the name defaulting to the model and the time."
+    name = cfg.paths.run_name or f"{model_label(cfg)}-{time.strftime('%Y%m%d-%H%M%S')}"
     return resolve_path(cfg.paths.out_dir)/name
 
 # %% ../nbs/08_run.ipynb #c006
@@ -73,26 +81,43 @@ def build_loggers(cfg:LoggingConfig, run:Path) -> list:
             loggers.append(MLFlowLogger(experiment_name=cfg.project, run_name=run.name, tracking_uri=f"sqlite:///{run/'mlflow.db'}"))
     return loggers
 
-def build_callbacks(cfg:TrainerConfig, run:Path) -> list:
+def infer_mode(monitor:str) -> str:
+    "`min` for losses and errors (`..._loss`, `..._mae`, `..._rmse`), else `max`."
+    return 'min' if re.search(r'(loss|mae|rmse|mse)$', monitor) else 'max'
+
+def resolve_monitor(cfg:TrainerConfig, names:list[str], single:bool) -> tuple[str, str]:
+    "The checkpoint metric and mode: the configured one, which must be among `names`, or the default."
+    monitor = cfg.monitor or ('val_dice' if single else 'val_loss')
+    if names and monitor not in names:
+        raise ConfigError(f"trainer.monitor: this run logs no {monitor!r}.{did_you_mean(monitor, names)} "
+                          f"Available: {', '.join(names)}")
+    return monitor, cfg.mode or infer_mode(monitor)
+
+def build_callbacks(cfg:TrainerConfig, run:Path, monitor:str=None, mode:str=None) -> list:
     "Checkpointing (best by `monitor`, plus `last.ckpt`) and learning-rate monitoring."
     from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
-    ck = ModelCheckpoint(dirpath=run/'checkpoints', filename='best-{epoch:02d}', monitor=cfg.monitor, mode=cfg.mode,
-                         save_top_k=cfg.save_top_k, save_last=True)
+    monitor = monitor or cfg.monitor or 'val_loss'
+    ck = ModelCheckpoint(dirpath=run/'checkpoints', filename='best-{epoch:02d}', monitor=monitor,
+                         mode=mode or cfg.mode or infer_mode(monitor), save_top_k=cfg.save_top_k, save_last=True)
     return [ck, LearningRateMonitor(logging_interval='epoch')]
+
 
 _TRAINER_KEYS = ('max_epochs', 'accelerator', 'devices', 'strategy', 'precision', 'accumulate_grad_batches',
                  'gradient_clip_val', 'limit_train_batches', 'limit_val_batches', 'log_every_n_steps',
                  'deterministic', 'fast_dev_run', 'enable_progress_bar')
 
-def build_trainer(cfg:Config, run:Path):
+def build_trainer(cfg:Config, run:Path, monitor:str=None, mode:str=None):
     "A `lightning.Trainer` from the `trainer` and `logging` sections, writing into `run`."
     import lightning as L
     t = cfg.trainer
+    callbacks = build_callbacks(t, run, monitor, mode)
+    if cfg.model.unfreeze_epoch is not None:
+        from medseg.models import UnfreezeEncoder
+        callbacks.append(UnfreezeEncoder(cfg.model.unfreeze_epoch))
     return L.Trainer(**{k: getattr(t, k) for k in _TRAINER_KEYS}, default_root_dir=run,
-                     logger=build_loggers(cfg.logging, run), callbacks=build_callbacks(t, run),
-                     enable_model_summary=False)
+                     logger=build_loggers(cfg.logging, run), callbacks=callbacks, enable_model_summary=False)
 
-# %% ../nbs/08_run.ipynb #c011
+# %% ../nbs/08_run.ipynb #c012
 @dataclass
 class RunResult:
     "What a finished run left behind."
@@ -100,6 +125,7 @@ class RunResult:
     best_score: Optional[float]  # best value of `trainer.monitor`
     best_ckpt: Optional[Path]  # checkpoint with that score
     metrics: pd.DataFrame  # one row per epoch, from metrics.csv
+    monitor: Optional[str] = None  # the metric `best_score` is of
     task: object = None  # the trained LightningModule
     datamodule: object = None  # the DataModule it trained on
 
@@ -108,15 +134,36 @@ def read_metrics(run) -> pd.DataFrame:
     df = pd.read_csv(Path(run)/'metrics.csv')
     return df.groupby('epoch').last().reset_index() if 'epoch' in df else df
 
+def is_single_head(cfg:Config, heads) -> bool:
+    "The built-in job: no declared heads, and the data implies only the binary `mask` head."
+    return not cfg.heads and cfg.task in (None, 'seg') and [(h.name, h.kind, len(h.classes)) for h in heads] == [('mask', 'seg', 0)]
+
+def check_im_size(model, im_size:int):
+    "Refuse an `im_size` the model's encoder cannot take (it must be a multiple of its output stride)."
+    strides = [m.output_stride for m in model.modules() if isinstance(getattr(m, 'output_stride', None), int)]
+    stride = max(strides, default=1)
+    if im_size % stride:
+        ok = max(stride, round(im_size / stride) * stride)
+        raise ConfigError(f"data.im_size: {im_size} is not a multiple of {stride}, the output stride of this model's encoder; "
+                          f"use a multiple of {stride}, e.g. {ok}")
+
 def build_task(cfg:Config):
-    "The LightningModule and DataModule for `cfg`."
-    from medseg.data import SegDataModule
-    from medseg.models import build_model
-    from medseg.task import SegTask
-    extra = tuple(cfg.allow_modules)
-    dm = SegDataModule(cfg.data, in_channels=cfg.model.in_channels, seed=cfg.seed)
-    task = SegTask(build_model(cfg.model, extra), instantiate(cfg.loss, extra_allowed=extra), cfg.optimizer, cfg.scheduler, extra)
+    """The LightningModule and DataModule for `cfg`. The data is read and checked here, before any training;
+    layouts that imply their heads (class folders, MedMNIST) supply them when the config declares none."""
+    from medseg.data import MedDataModule
+    from medseg.models import build_model, select_heads
+    from medseg.task import MultiTask, SegTask
+    extra, m = tuple(cfg.allow_modules), cfg.model
+    dm = MedDataModule(cfg.data, cfg.heads or None, in_channels=m.in_channels, seed=cfg.seed)
+    dm.prepare_data(); dm.load()
+    if is_single_head(cfg, dm.heads):
+        task = SegTask(build_model(m, extra), instantiate(cfg.loss, extra_allowed=extra), cfg.optimizer, cfg.scheduler, extra, m.lr_mults)
+    else:
+        heads = select_heads(dm.heads, cfg.task)
+        task = MultiTask(build_model(m, extra, heads), heads, cfg.optimizer, cfg.scheduler, extra, m.lr_mults)
+    check_im_size(task.model, cfg.data.im_size)
     return task, dm
+
 
 def _set_aside_metrics(run:Path):
     "Before resuming, move `metrics.csv` aside (Lightning's CSV logger starts a fresh file)."
@@ -136,10 +183,13 @@ def _merge_metrics(run:Path):
 def train(cfg:Config) -> RunResult:
     "Fit the model described by `cfg` and return what the run left behind."
     seed_everything(cfg.seed)
+    from medseg.task import SegTask
+    task, dm = build_task(cfg)  # data read and checked, model built: a bad config or data stops here, before the run folder
+    validating = cfg.trainer.limit_val_batches != 0
+    monitor, mode = resolve_monitor(cfg.trainer, task.metric_names('val') if validating else [], single=isinstance(task, SegTask))
     run, resume_from = prepare_run_dir(cfg)
-    task, dm = build_task(cfg)
     dm.write_skipped(run)  # `on_bad_sample: skip` lists every skipped sample in run/skipped_samples.csv
-    trainer = build_trainer(cfg, run)
+    trainer = build_trainer(cfg, run, monitor, mode)
     if resume_from: _set_aside_metrics(run)
     t0 = time.time()
     trainer.fit(task, datamodule=dm, ckpt_path=resume_from)
@@ -147,13 +197,13 @@ def train(cfg:Config) -> RunResult:
     ck = trainer.checkpoint_callback
     best = float(ck.best_model_score) if ck is not None and ck.best_model_score is not None else None
     best_path = Path(ck.best_model_path) if ck is not None and ck.best_model_path else None
-    summary = dict(best_score=best, monitor=cfg.trainer.monitor, best_ckpt=str(best_path) if best_path else None,
+    summary = dict(best_score=best, monitor=monitor, best_ckpt=str(best_path) if best_path else None,
                    epochs=trainer.current_epoch, seconds=round(time.time() - t0, 1), resumed_from=str(resume_from) if resume_from else None)
     atomic_write(run/'summary.json', json.dumps(summary, indent=1))
     metrics = read_metrics(run) if (run/'metrics.csv').exists() else pd.DataFrame()
-    return RunResult(run, best, best_path, metrics, task, dm)
+    return RunResult(run, best, best_path, metrics, monitor, task, dm)
 
-# %% ../nbs/08_run.ipynb #c017
+# %% ../nbs/08_run.ipynb #c021
 def main(argv=None):
     "The `medseg` command: `medseg fit [--config FILE] [key=value ...]`."
     p = argparse.ArgumentParser(prog='medseg', description='Train medseg models from a YAML config.')
@@ -166,5 +216,5 @@ def main(argv=None):
     try: r = train(cfg := load_config(a.config, a.overrides))
     except (ConfigError, DataError) as e:
         print(f"medseg: {e}", file=sys.stderr); return 2
-    print(f"run folder: {r.run_dir}\nbest {cfg.trainer.monitor}: {r.best_score}")
+    print(f"run folder: {r.run_dir}\nbest {r.monitor}: {r.best_score}")
     return 0

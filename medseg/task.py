@@ -10,25 +10,51 @@ import torch
 from torch import nn
 import lightning as L
 
-from .config import OptimizerConfig, SchedulerConfig, instantiate
-from .metrics import binarize, seg_metrics
+from .config import HeadConfig, OptimizerConfig, SchedulerConfig, import_target, instantiate
+from .losses import MultiTaskLoss
+from .metrics import binarize, head_metrics, seg_metrics
+from .models import param_groups
 
 # %% auto #0
-__all__ = ['SegTask']
+__all__ = ['OptimMixin', 'SegTask', 'MultiTask']
 
 # %% ../nbs/07_task.ipynb #c005
-class SegTask(L.LightningModule):
+def _base_lr(opt_cfg:OptimizerConfig, extra_allowed=()) -> float:
+    "The configured learning rate, or the optimizer's own default."
+    if 'lr' in opt_cfg.params: return float(opt_cfg.params['lr'])
+    import inspect
+    return float(inspect.signature(import_target(opt_cfg.target, extra_allowed)).parameters['lr'].default)
+
+class OptimMixin:
+    "`configure_optimizers` from `self.opt_cfg`, `self.sched_cfg` and `self.lr_mults`."
+    def configure_optimizers(self):
+        params = self.parameters() if not self.lr_mults else \
+            param_groups(self.model, _base_lr(self.opt_cfg, self.extra_allowed), self.lr_mults)
+        opt = instantiate(self.opt_cfg, params, extra_allowed=self.extra_allowed)
+        if self.sched_cfg is None: return opt
+        sched = instantiate(self.sched_cfg, opt, extra_allowed=self.extra_allowed)
+        return {'optimizer': opt, 'lr_scheduler': {'scheduler': sched, 'interval': self.sched_cfg.interval,
+                                                   'monitor': self.sched_cfg.monitor}}
+
+# %% ../nbs/07_task.ipynb #c007
+class SegTask(OptimMixin, L.LightningModule):
     "Binary segmentation: loss on logits, Dice and IoU on thresholded predictions."
     def __init__(self, model:nn.Module, # the network, logits out
                  loss:nn.Module, # loss(logits, mask)
                  optimizer:OptimizerConfig=None, # `_target_` + params; AdamW(1e-3) when None
                  scheduler:Optional[SchedulerConfig]=None, # optional LR scheduler
                  extra_allowed=(), # `allow_modules` for the `_target_`s
+                 lr_mults:Optional[dict]=None, # `model.lr_mults`: learning-rate multiplier per parameter group
                 ):
         super().__init__()
         self.model, self.loss = model, loss
         self.opt_cfg, self.sched_cfg, self.extra_allowed = optimizer or OptimizerConfig(), scheduler, tuple(extra_allowed)
+        self.lr_mults = dict(lr_mults or {})
         self.val_metrics, self.test_metrics = seg_metrics('val_'), seg_metrics('test_')
+    def metric_names(self, stage:str='val') -> list[str]:
+        "Names this task logs at `stage` (what `trainer.monitor` may name)."
+        return [f'{stage}_loss', *self.val_metrics.keys(keep_base=False)] if stage == 'val' else \
+               [f'{stage}_loss', *self.test_metrics.keys(keep_base=False)]
     def forward(self, x): return self.model(x)
     def training_step(self, batch, batch_idx):
         loss = self.loss(self(batch['image']), batch['mask'])
@@ -42,9 +68,40 @@ class SegTask(L.LightningModule):
     def validation_step(self, batch, batch_idx): self._eval_step(batch, 'val_', self.val_metrics)
     def test_step(self, batch, batch_idx): self._eval_step(batch, 'test_', self.test_metrics)
     def predict_step(self, batch, batch_idx): return {'id': batch['id'], 'prob': self(batch['image']).sigmoid()}
-    def configure_optimizers(self):
-        opt = instantiate(self.opt_cfg, self.parameters(), extra_allowed=self.extra_allowed)
-        if self.sched_cfg is None: return opt
-        sched = instantiate(self.sched_cfg, opt, extra_allowed=self.extra_allowed)
-        return {'optimizer': opt, 'lr_scheduler': {'scheduler': sched, 'interval': self.sched_cfg.interval,
-                                                   'monitor': self.sched_cfg.monitor}}
+
+# %% ../nbs/07_task.ipynb #c013
+class MultiTask(OptimMixin, L.LightningModule):
+    "Classification, segmentation, regression and zone heads on one model, from `HeadConfig`s."
+    def __init__(self, model:nn.Module, # returns `{head name: logits}`
+                 heads:list[HeadConfig], # the heads to train
+                 optimizer:OptimizerConfig=None, # `_target_` + params; AdamW(1e-3) when None
+                 scheduler:Optional[SchedulerConfig]=None, # optional LR scheduler
+                 extra_allowed=(), # `allow_modules` for the `_target_`s
+                 lr_mults:Optional[dict]=None, # `model.lr_mults`
+                ):
+        super().__init__()
+        self.model, self.heads = model, list(heads)
+        self.loss = MultiTaskLoss(self.heads, extra_allowed)
+        self.opt_cfg, self.sched_cfg, self.extra_allowed = optimizer or OptimizerConfig(), scheduler, tuple(extra_allowed)
+        self.lr_mults = dict(lr_mults or {})
+        self.metrics = nn.ModuleDict({s: nn.ModuleDict({h.name: head_metrics(h, f'{s}_{h.name}_') for h in self.heads})
+                                      for s in ('val', 'test')})
+    def forward(self, x): return self.model(x)
+    def _step(self, batch, stage):
+        out = self(batch['image'])
+        total, parts = self.loss(out, batch)
+        bs = len(batch['image'])
+        self.log(f'{stage}_loss', total, on_epoch=True, on_step=stage == 'train', prog_bar=True, batch_size=bs)
+        self.log_dict({f'{stage}_{k}_loss': v for k, v in parts.items()}, on_epoch=True, on_step=False, batch_size=bs)
+        if stage in self.metrics:
+            for m in self.metrics[stage].values():
+                m.update_batch(out, batch); self.log_dict(m, on_epoch=True)
+        return total
+    def training_step(self, batch, batch_idx): return self._step(batch, 'train')
+    def validation_step(self, batch, batch_idx): self._step(batch, 'val')
+    def test_step(self, batch, batch_idx): self._step(batch, 'test')
+    def predict_step(self, batch, batch_idx): return {'id': batch['id'], **self(batch['image'])}
+    def metric_names(self, stage:str='val') -> list[str]:
+        "Names this task logs at `stage` (what `trainer.monitor` may name)."
+        return [f'{stage}_loss', *(f'{stage}_{h.name}_loss' for h in self.heads),
+                *(k for m in self.metrics[stage].values() for k in m.keys(keep_base=False))]
