@@ -49,7 +49,7 @@ def medseg_loop(cfg, epochs):
     timer = EpochTimer()
     import medseg.run as run
     orig = run.build_callbacks
-    run.build_callbacks = lambda c, r: orig(c, r) + [timer]
+    run.build_callbacks = lambda *a, **k: orig(*a, **k) + [timer]
     try: train(cfg)
     finally: run.build_callbacks = orig
     return sum(timer.times[1:]) / len(timer.times[1:])
