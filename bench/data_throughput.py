@@ -6,8 +6,8 @@ translation, scale), brightness/contrast jitter and a mean/std normalisation to 
 part to the mask too), and batch them with the same DataLoader settings and worker count. The script
 prints images/s for each and ends with `ratio: <medseg/naive>`.
 
-A second measurement shows the in-memory cache where decoding dominates (large 16-bit PNGs, light
-augmentation): the data time of the first and second epoch with `cache: true`.
+A second measurement shows the caches where decoding dominates (large 16-bit PNGs, light augmentation):
+the data time of the first and later epochs with `cache: true` (memory) and with `cache_dir` (.npy files).
 
     python bench/data_throughput.py                 # defaults: 256 images, 2 workers, batch 32
     python bench/data_throughput.py --workers 0 --n 128
@@ -21,7 +21,7 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
 from medseg.config import DataConfig
-from medseg.data import MedDataModule
+from medseg.data import MedDataModule, bytes_to_float
 from medseg.synthetic import draw_blobs, make_synthetic
 
 AUGS = [{'HorizontalFlip': {'p': 0.5}},
@@ -49,34 +49,40 @@ class NaiveDataset(Dataset):
         return {'image': self.to_tensor(img), 'mask': mask.float(), 'id': str(img_path)}
 
 
-def time_loader(dl, epochs):
-    "Images per second over `epochs` full passes, after one warm-up batch (worker start-up excluded)."
+def time_loader(dl, epochs, finish=None):
+    "Images per second over `epochs` full passes, after one warm-up epoch (worker start-up excluded); `finish` runs on each batch."
     it = iter(dl); next(it)
     for _ in it: pass  # finish the warm-up epoch (persistent workers stay up)
     n, t0 = 0, time.perf_counter()
     for _ in range(epochs):
-        for b in dl: n += len(b['image'])
+        for b in dl:
+            if finish: b = finish(b)
+            n += len(b['image'])
     return n / (time.perf_counter() - t0)
 
 
-def medseg_loader(root, workers, batch, cache=False):
+def medseg_loader(root, workers, batch, cache=False, cache_dir=None):
     cfg = DataConfig(data_dir=root, im_size=256, batch_size=batch, num_workers=workers, train_augs=AUGS, mean=MEAN, std=STD,
-                     split_ratios=[1.0, 0.0], check_data='exists', cache=cache)
+                     split_ratios=[1.0, 0.0], check_data='exists', cache=cache, cache_dir=cache_dir)
     return MedDataModule(cfg, None, in_channels=1, seed=0)  # only the train split is used
 
 
 def throughput(root, workers, batch, epochs):
-    "Images/s of the naive loader, medseg's loader, and medseg's loader with the cache (best of two interleaved runs)."
+    "Images/s of the naive loader and medseg's loader without and with each cache (best of two interleaved runs)."
     import pandas as pd
     rows = pd.read_csv(root/'manifest.csv')
-    ours, cached = medseg_loader(root, workers, batch).train_dataloader(), medseg_loader(root, workers, batch, cache=True).train_dataloader()
-    b = next(iter(ours)); assert b['image'].shape == (batch, 1, 256, 256) and b['mask'].shape == (batch, 1, 256, 256)
+    dms = {'medseg': medseg_loader(root, workers, batch), 'cached': medseg_loader(root, workers, batch, cache=True),
+           'disk': medseg_loader(root, workers, batch, cache_dir=root.parent/'decoded')}  # the disk cache fills in the warm-up epoch
+    loaders = {k: dm.train_dataloader() for k, dm in dms.items()}
+    b = dms['medseg'].finish(next(iter(loaders['medseg'])))  # uint8 batches, made float + normalised here (on the GPU in training)
+    assert b['image'].shape == (batch, 1, 256, 256) and b['mask'].shape == (batch, 1, 256, 256) and b['image'].dtype == b['mask'].dtype == torch.float32
     naive_ds = NaiveDataset(root, list(zip(rows.image, rows['mask'])))
     naive = DataLoader(naive_ds, batch_size=batch, shuffle=True, num_workers=workers, persistent_workers=workers > 0)
     nb = next(iter(naive)); assert nb['image'].shape == b['image'].shape and nb['mask'].shape == b['mask'].shape
     results = {}
-    for name, dl in [('naive', naive), ('medseg', ours), ('cached', cached)] * 2:
-        results[name] = max(results.get(name, 0), time_loader(dl, epochs))
+    for name in ['naive', 'medseg', 'bytes', 'cached', 'disk'] * 2:
+        dl, finish = (naive, None) if name == 'naive' else (loaders['medseg'], None) if name == 'bytes' else (loaders[name], dms[name].finish)
+        results[name] = max(results.get(name, 0), time_loader(dl, epochs, finish))
     return results
 
 
@@ -93,7 +99,8 @@ def stage_times(root, n=64):
     for im, mk in pil: im.load(); mk.load()
     from torchvision import tv_tensors
     def ours(i):
-        o = ds.tfm(image=dec[i]['image'], mask=dec[i]['masks'][0]); ds._finish(o['image']); torch.from_numpy(o['mask'][None]).float()
+        o = ds.tfm(image=dec[i]['image'], mask=dec[i]['masks'][0])  # then the float conversion that `finish` does after the transfer
+        bytes_to_float(ds._finish(o['image']), MEAN, STD); torch.from_numpy(o['mask'][None]).float()
     def theirs(i):
         im, mk = pil[i]
         mask = tv_tensors.Mask(torch.from_numpy((np.array(mk) > 127).astype(np.uint8))[None])
@@ -125,10 +132,10 @@ def make_big(root, n, size, seed=0):
     pd.DataFrame(rows).to_csv(root/'manifest.csv', index=False)
 
 
-def cache_epochs(root, workers, batch, epochs=3):
-    "Data time per epoch with the cache on (epoch 1 decodes; later epochs only augment)."
+def cache_epochs(root, workers, batch, epochs=3, cache_dir=None):
+    "Data time per epoch with the memory cache on, or with `cache_dir` (epoch 1 decodes; later epochs only augment)."
     cfg = DataConfig(data_dir=root, im_size=128, batch_size=batch, num_workers=workers, train_augs=[{'HorizontalFlip': {'p': 0.5}}],
-                     split_ratios=[1.0, 0.0], check_data='exists', cache=True, cache_max_gb=2)
+                     split_ratios=[1.0, 0.0], check_data='exists', cache=cache_dir is None, cache_max_gb=2, cache_dir=cache_dir)
     t0 = time.perf_counter()
     dm = MedDataModule(cfg, None, seed=0); dl = dm.train_dataloader()
     setup = time.perf_counter() - t0
@@ -158,17 +165,22 @@ def main(argv=None):
         print(f"made {a.n} 256x256 PNG images + masks in {time.perf_counter() - t0:.1f}s; workers={a.workers}, batch={a.batch}")
         r = throughput(tmp/'tp', a.workers, a.batch, a.epochs)
         print(f"naive (PIL + torchvision v2):     {r['naive']:.0f} images/s")
-        print(f"medseg (MedDataModule):           {r['medseg']:.0f} images/s   (decodes every epoch, like naive)")
-        print(f"medseg with cache: true:          {r['cached']:.0f} images/s   (decoded once)")
+        print(f"medseg (MedDataModule):           {r['medseg']:.0f} images/s   (decodes every epoch, like naive; float conversion in this process)")
+        print(f"medseg, uint8 batches as loaded:  {r['bytes']:.0f} images/s   (float conversion left to the GPU, as in training)")
+        print(f"medseg with cache: true:          {r['cached']:.0f} images/s   (decoded once, kept in memory)")
+        print(f"medseg with cache_dir:            {r['disk']:.0f} images/s   (decoded once, read back from .npy files)")
         st = stage_times(tmp/'tp')
         print(f"per sample, one process: PNG decode {st['decode']:.2f} ms (the same PIL decode in both); "
               f"augment + to tensor: medseg {st['medseg']:.2f} ms, naive {st['naive']:.2f} ms ({st['naive'] / st['medseg']:.1f}x)")
         make_big(tmp/'big', a.cache_n, a.cache_size)
         for w in sorted({0, a.workers}):
-            t = cache_epochs(tmp/'big', w, 8)
-            print(f"cache, {a.cache_n} {a.cache_size}px 16-bit PNGs, workers={w}: epoch data time " + ', '.join(f'{x:.2f}s' for x in t)
-                  + f"; epoch 1 / epoch 2 = {t[0] / t[1]:.1f}x")
+            for what, cdir in (('cache: true', None), ('cache_dir', tmp/f'decoded-big-{w}')):
+                t = cache_epochs(tmp/'big', w, 8, cache_dir=cdir)
+                print(f"{what}, {a.cache_n} {a.cache_size}px 16-bit PNGs, workers={w}: epoch data time " + ', '.join(f'{x:.2f}s' for x in t)
+                      + f"; epoch 1 / epoch 2 = {t[0] / t[1]:.1f}x")
+        print(f"ratio, float conversion on the GPU: {r['bytes'] / r['naive']:.2f}")
         print(f"ratio with cache: {r['cached'] / r['naive']:.2f}")
+        print(f"ratio with cache_dir: {r['disk'] / r['naive']:.2f}")
         print(f"ratio: {r['medseg'] / r['naive']:.2f}")
 
 

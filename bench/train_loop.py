@@ -30,7 +30,8 @@ def plain_loop(cfg, device, epochs):
         t0 = time.perf_counter()
         model.train()
         for b in dm.train_dataloader():
-            x, y = b['image'].to(device, non_blocking=True), b['mask'].to(device, non_blocking=True)
+            b = dm.finish({k: b[k].to(device, non_blocking=True) for k in ('image', 'mask')})  # uint8 -> float on the device
+            x, y = b['image'], b['mask']
             opt.zero_grad(set_to_none=True); loss = loss_fn(model(x), y); loss.backward(); opt.step()
         if device.type == 'cuda': torch.cuda.synchronize()
         times.append(time.perf_counter() - t0)

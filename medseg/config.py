@@ -144,8 +144,10 @@ class DataConfig(Section):
     pin_memory: bool = False  # pin host memory for faster GPU transfer
     persistent_workers: bool = True  # keep workers alive between epochs (when `num_workers` > 0)
     drop_last: bool = False  # drop the last incomplete training batch
+    uint8_batches: bool = True  # 8-bit images and binary masks leave the workers as bytes (a quarter of float32); `MedDataModule` makes them float and normalised on the device
     cache: bool = False  # keep decoded (pre-augmentation) samples in memory; for data sets that fit
     cache_max_gb: float = Field(4.0, gt=0)  # stop caching beyond this many GB
+    cache_dir: Optional[Path] = None  # also keep decoded samples as files here (any data size; reused across epochs, workers and runs)
     # bad data
     check_data: Literal['exists', 'header', 'decode'] = 'header'  # checked before training: files exist; + headers (sizes match); + every file decodes
     on_bad_sample: Literal['raise', 'skip'] = 'raise'  # a bad sample stops the run, or is skipped and listed in the run folder
@@ -455,13 +457,14 @@ def load_config(path=None, # YAML file; None for the built-in defaults
     return validate_config(d)
 
 # %% ../nbs/00_config.ipynb #c034
-def atomic_write(path, data:Union[str,bytes]):
-    "Write `data` to `path` atomically (temp file in the same folder, then `os.replace`)."
+def atomic_write(path, data:Union[str,bytes], fsync:bool=True):
+    "Write `data` to `path` atomically (temp file in the same folder, then `os.replace`); `fsync=False` for caches."
     path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f'.{path.name}.', suffix='.tmp')
     try:
         with os.fdopen(fd, 'wb') as f:
-            f.write(data.encode() if isinstance(data, str) else data); f.flush(); os.fsync(f.fileno())
+            f.write(data.encode() if isinstance(data, str) else data); f.flush()
+            if fsync: os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True); raise

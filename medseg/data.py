@@ -4,7 +4,7 @@
 
 # %% ../nbs/03_data.ipynb #c002
 from __future__ import annotations
-import csv, math, os, re, warnings
+import csv, hashlib, io, json, math, os, re, warnings
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,9 +27,9 @@ from .synthetic import ensure_synthetic
 __all__ = ['SPLITS', 'SKIP_FILE', 'build_aug', 'build_transforms', 'apply_transforms', 'parse_labels', 'parse_class_columns',
            'Samples', 'check_path', 'head_columns', 'samples_from_manifest', 'resolve_problems', 'samples_from_folder',
            'class_folder_head', 'samples_from_class_folders', 'samples_from_mask_folders', 'samples_from_npz',
-           'check_headers', 'expand_frames', 'ratio_split', 'assign_splits', 'read_head_mask', 'MedDataset',
-           'write_skipped', 'append_skipped', 'MedSampler', 'tag_buckets', 'class_buckets', 'sample_weights',
-           'default_heads', 'MedDataModule', 'SegDataModule', 'view_batch']
+           'check_headers', 'expand_frames', 'ratio_split', 'assign_splits', 'read_head_mask', 'bytes_to_float',
+           'finish_batch', 'MedDataset', 'write_skipped', 'append_skipped', 'MedSampler', 'tag_buckets',
+           'class_buckets', 'sample_weights', 'default_heads', 'MedDataModule', 'SegDataModule', 'view_batch']
 
 # %% ../nbs/03_data.ipynb #c005
 def _albu():
@@ -503,6 +503,27 @@ def _worker_init(worker_id:int):
     tfm = getattr(info.dataset, 'tfm', None)
     if hasattr(tfm, 'set_random_seed'): tfm.set_random_seed(info.seed % 2 ** 32)
 
+def bytes_to_float(x:torch.Tensor, # uint8 images, `C x H x W` or `B x C x H x W`, on any device
+                   mean:Optional[Sequence[float]]=None, # per-channel mean of the [0, 1] image (1 value: every channel)
+                   std:Optional[Sequence[float]]=None, # per-channel standard deviation
+                  ) -> torch.Tensor:
+    "`(x / 255 - mean) / std` as `float32`, in one multiply and one subtract (`x / 255` without `mean`)."
+    y = x.float()
+    if mean is None: return y.mul_(1 / 255)
+    m, sd = (torch.as_tensor(v, dtype=torch.float32, device=x.device).view(-1, 1, 1) for v in (mean, std))
+    return y.mul_(1 / 255 / sd).sub_(m / sd)
+
+def finish_batch(batch:dict, # a loader batch (or sample), on the device it will be used on
+                 mean:Optional[Sequence[float]]=None, std:Optional[Sequence[float]]=None, # `data.mean` / `data.std`
+                ) -> dict:
+    "Make a batch model-ready: uint8 `image` -> `bytes_to_float`, other uint8 tensors (binary masks) -> float; the rest unchanged."
+    out = dict(batch)
+    for k, v in batch.items():
+        if torch.is_tensor(v) and v.dtype == torch.uint8: out[k] = bytes_to_float(v, mean, std) if k == 'image' else v.float()
+    return out
+
+_CACHE_FORMAT = 1  # bump when the decoded arrays change meaning, so old disk-cache entries are never read
+
 class MedDataset(Dataset):
     "Samples as tensors in the batch contract: `image`, `id`, and each head's label with `<head>_valid`."
     def __init__(self, samples:Samples, # what to read
@@ -518,12 +539,11 @@ class MedDataset(Dataset):
         self.skip_log, self.split, self.skipped, self._bad = skip_log, split, [], set()
         self._cache, self._cache_bytes = {}, 0
         c = self.cfg
+        self.cache_dir = resolve_path(c.cache_dir) if c.cache_dir else None
         self._mean = None if c.mean is None else torch.tensor(c.mean * (in_channels if len(c.mean) == 1 else 1)).view(-1, 1, 1)
         self._std = None if c.std is None else torch.tensor(c.std * (in_channels if len(c.std) == 1 else 1)).view(-1, 1, 1)
         if self._mean is not None and len(self._mean) != in_channels:
             raise ConfigError(f"data.mean/data.std have {len(c.mean)} values; give 1 or in_channels={in_channels}")
-        # bytes -> normalised floats in one multiply-subtract: (x / 255 - mean) / std
-        self._u8 = (1 / 255 / self._std, self._mean / self._std) if self._mean is not None else (torch.full((1, 1, 1), 1 / 255), None)
     def __len__(self): return len(self.s)
 
     def _read_image(self, i):
@@ -542,8 +562,19 @@ class MedDataset(Dataset):
         return read_image(img, self.in_channels, frame=f, axis=c.slice_axis, keep_uint8=True, **opts)
 
     def decode(self, i:int) -> dict:
-        "Image and masks of sample `i` before augmentation (from the cache when it holds them)."
+        "Image and masks of sample `i` before augmentation (from the memory or disk cache when they hold them)."
         if i in self._cache: return self._cache[i]
+        key = self.cache_key(i) if self.cache_dir else None
+        d = self._disk_get(key) if key else None
+        if d is None:
+            d = self._decode(i)
+            if key: self._disk_put(key, d)
+        if self.cfg.cache:
+            nb = d['image'].nbytes + sum(m.nbytes for m in d['masks'])
+            if self._cache_bytes + nb <= self.cfg.cache_max_gb * 2 ** 30: self._cache[i] = d; self._cache_bytes += nb
+        return d
+
+    def _decode(self, i:int) -> dict:
         img = self._read_image(i); masks = []
         for h in self.seg:
             p = self.s.labels[h.name][i]
@@ -555,18 +586,47 @@ class MedDataset(Dataset):
                     first = p[0] if isinstance(p, tuple) else p
                     raise DataError(f"{first}: mask size {m.shape[:2]} differs from image {self.s.images[i]} {img.shape[:2]}")
             masks.append(m)
-        d = {'image': img, 'masks': masks}
-        if self.cfg.cache:
-            nb = img.nbytes + sum(m.nbytes for m in masks)
-            if self._cache_bytes + nb <= self.cfg.cache_max_gb * 2 ** 30: self._cache[i] = d; self._cache_bytes += nb
-        return d
+        return {'image': img, 'masks': masks}
+
+    def cache_key(self, i:int) -> Optional[str]:
+        "Disk-cache key of sample `i`: its files (path, size, mtime) and every option that shapes the decoded arrays."
+        img = self.s.images[i]
+        if isinstance(img, (int, np.integer)): return None  # rows of an in-memory array: nothing to decode
+        files = list(img) if isinstance(img, tuple) else [img]
+        for h in self.seg:
+            p = self.s.labels[h.name][i]
+            files += list(p) if isinstance(p, tuple) else [p]
+        try: sig = [None if f is None else (str(f), (st := os.stat(f)).st_size, st.st_mtime_ns) for f in files]
+        except OSError: return None  # decoding will name the missing file
+        c = self.cfg
+        spec = [_CACHE_FORMAT, sig, int(self.s.frames[i]), self.in_channels, c.normalize, c.window, c.percentiles,
+                c.slice_axis, c.mask_threshold, [(h.name, h.multiclass, list(h.classes)) for h in self.seg]]
+        return hashlib.sha1(json.dumps(spec, default=str).encode()).hexdigest()
+
+    def _disk_path(self, key:str) -> Path: return self.cache_dir/key[:2]/f'{key}.npy'
+
+    def _disk_get(self, key:str) -> Optional[dict]:
+        "The cached arrays under `key`, or None (absent, or damaged: then decoded and written again)."
+        try:
+            with open(self._disk_path(key), 'rb') as f:
+                img = np.load(f, allow_pickle=False)
+                return {'image': img, 'masks': [np.load(f, allow_pickle=False) for _ in self.seg]}
+        except (OSError, ValueError, EOFError): return None  # absent, or cut short by a crash / full disk
+
+    def _disk_put(self, key:str, d:dict):
+        "Store `d` under `key` atomically (image, then each mask, as consecutive `.npy` records in one file)."
+        buf = io.BytesIO()
+        for a in (d['image'], *d['masks']): np.save(buf, a, allow_pickle=False)
+        try: atomic_write(self._disk_path(key), buf.getvalue(), fsync=False)
+        except OSError as e:
+            if not getattr(self, '_disk_warned', False):
+                warnings.warn(f"data.cache_dir {self.cache_dir}: cannot write the cache ({e}); decoding without it"); self._disk_warned = True
 
     def _finish(self, img:np.ndarray) -> torch.Tensor:
         if not img.flags.writeable: img = np.array(img)  # PIL's read-only buffer, when no transform copied it
         x = torch.from_numpy(np.ascontiguousarray(img.transpose(2, 0, 1)))
-        if x.dtype == torch.uint8 and self.cfg.normalize != 'zscore':
-            x = x.float().mul_(self._u8[0])
-            return x.sub_(self._u8[1]) if self._u8[1] is not None else x
+        if x.dtype == torch.uint8 and self.cfg.normalize != 'zscore':  # bytes: made float here, or after the transfer
+            return x if self.cfg.uint8_batches else bytes_to_float(x, self.cfg.mean, self.cfg.std)
         x = x.float().div_(255) if x.dtype == torch.uint8 else x.float()
         if self.cfg.normalize == 'zscore': x = (x - x.mean()) / x.std().clamp_min(1e-8)
         if self._mean is not None: x = (x - self._mean) / self._std
@@ -587,8 +647,10 @@ class MedDataset(Dataset):
             y = self.s.labels[h.name]
             if h.kind == 'seg':
                 m = np.asarray(masks[mi]); mi += 1
-                out[h.name] = torch.from_numpy(m.astype(np.int64)) if h.multiclass else \
-                    torch.from_numpy(np.ascontiguousarray(m[None] if m.ndim == 2 else m.transpose(2, 0, 1))).float()
+                if h.multiclass: out[h.name] = torch.from_numpy(m.astype(np.int64))
+                else:
+                    t = torch.from_numpy(np.ascontiguousarray(m[None] if m.ndim == 2 else m.transpose(2, 0, 1)))
+                    out[h.name] = t if self.cfg.uint8_batches and t.dtype == torch.uint8 else t.float()
             elif h.kind == 'reg': out[h.name] = torch.tensor([y[i]], dtype=torch.float32)
             elif h.kind == 'cls' and h.multilabel: out[h.name] = torch.from_numpy(y[i]).float()
             else: out[h.name] = torch.as_tensor(y[i], dtype=torch.long)
@@ -640,7 +702,7 @@ def append_skipped(path, records:Sequence[dict]):
         buf = io.StringIO(); csv.DictWriter(buf, _SKIP_COLS, lineterminator='\n').writerow(r)
         with open(path, 'a') as f: f.write(buf.getvalue())
 
-# %% ../nbs/03_data.ipynb #c053
+# %% ../nbs/03_data.ipynb #c059
 class MedSampler(DistributedSampler):
     "Random, weighted or sequential indices for one epoch, deterministic under `seed`, split across DDP ranks."
     def __init__(self, n:int, # data set size
@@ -668,7 +730,7 @@ class MedSampler(DistributedSampler):
     def __iter__(self): return iter(self.epoch_indices()[self.rank::self.num_replicas].tolist())
     def __len__(self): return self.num_samples
 
-# %% ../nbs/03_data.ipynb #c056
+# %% ../nbs/03_data.ipynb #c062
 def tag_buckets(s:Samples, heads:Sequence[HeadConfig], tags:Sequence[str]) -> np.ndarray:
     "Each sample's sampling bucket: the first of `tags` it carries, else `other`."
     lut = {}
@@ -710,7 +772,7 @@ def sample_weights(buckets=None, # bucket per sample (None: one bucket)
     if w.sum() <= 0: raise ConfigError("sampling weights are all zero: check data.sampling_tags and data.user_class_wts")
     return w / w.sum()
 
-# %% ../nbs/03_data.ipynb #c061
+# %% ../nbs/03_data.ipynb #c067
 def default_heads(cfg:DataConfig, root:Path) -> list[HeadConfig]:
     "The heads a layout implies when the config declares none."
     if cfg.layout == 'manifest': return [HeadConfig(name='mask', kind='seg')]
@@ -858,6 +920,10 @@ class MedDataModule(L.LightningDataModule):
         return DataLoader(ds, batch_size=c.batch_size, sampler=sampler, shuffle=False, num_workers=w, pin_memory=c.pin_memory,
                           persistent_workers=w > 0 and c.persistent_workers, drop_last=drop_last,
                           worker_init_fn=_worker_init if w > 0 else None)
+    def finish(self, batch:dict) -> dict:
+        "A loader batch made model-ready (`finish_batch` with `data.mean`/`std`); Lightning calls it on the device."
+        return finish_batch(batch, self.cfg.mean, self.cfg.std)
+    def on_after_batch_transfer(self, batch, dataloader_idx:int): return self.finish(batch)
     def train_dataloader(self): return self._loader('train', self.sampler('train'), self.cfg.drop_last)
     def val_dataloader(self): return self._loader('val', self.sampler('val'))
     def test_dataloader(self): return self._loader('test')
@@ -867,7 +933,7 @@ class SegDataModule(MedDataModule):
     "The built-in job's DataModule: binary segmentation from a manifest (`MedDataModule` with the default `mask` head)."
     def __init__(self, cfg:DataConfig, in_channels:int=1, seed:int=0): super().__init__(cfg, None, in_channels, seed)
 
-# %% ../nbs/03_data.ipynb #c069
+# %% ../nbs/03_data.ipynb #c075
 def _infer_heads(batch:dict) -> list[HeadConfig]:
     "Heads guessed from a batch's keys and tensor shapes (when none are given)."
     out = []
@@ -898,8 +964,11 @@ def view_batch(batch:dict, # a batch in the contract (or one sample with a leadi
     "A figure of the batch's images with mask overlays and labels."
     import matplotlib.pyplot as plt
     heads = list(heads) or _infer_heads(batch)
-    imgs = batch['image'][:n].detach().float().cpu()
-    if mean is not None: imgs = imgs * torch.tensor(std).view(1, -1, 1, 1) + torch.tensor(mean).view(1, -1, 1, 1)
+    imgs = batch['image'][:n].detach().cpu()
+    if imgs.dtype == torch.uint8: imgs = bytes_to_float(imgs)  # not finished yet: no normalisation to undo
+    else:
+        imgs = imgs.float()
+        if mean is not None: imgs = imgs * torch.tensor(std).view(1, -1, 1, 1) + torch.tensor(mean).view(1, -1, 1, 1)
     n = len(imgs); cols = min(n, ncols); rows = math.ceil(n / cols)
     fig, axs = plt.subplots(rows, cols, figsize=(2.6 * cols, 2.9 * rows), squeeze=False)
     colors = plt.get_cmap('tab10').colors

@@ -16,7 +16,7 @@ from .metrics import binarize, head_metrics, seg_metrics
 from .models import param_groups
 
 # %% auto #0
-__all__ = ['OptimMixin', 'SegTask', 'MultiTask']
+__all__ = ['check_input', 'OptimMixin', 'SegTask', 'MultiTask']
 
 # %% ../nbs/07_task.ipynb #c005
 def _base_lr(opt_cfg:OptimizerConfig, extra_allowed=()) -> float:
@@ -24,6 +24,13 @@ def _base_lr(opt_cfg:OptimizerConfig, extra_allowed=()) -> float:
     if 'lr' in opt_cfg.params: return float(opt_cfg.params['lr'])
     import inspect
     return float(inspect.signature(import_target(opt_cfg.target, extra_allowed)).parameters['lr'].default)
+
+def check_input(x:torch.Tensor) -> torch.Tensor:
+    "`x` unchanged, or a clear error when a batch's images are still bytes (not passed through `MedDataModule.finish`)."
+    if x.dtype == torch.uint8:
+        raise TypeError("the batch's images are still uint8 bytes (data.uint8_batches): give the Trainer the data module "
+                        "(trainer.fit(task, datamodule=dm)) or call dm.finish(batch) before the model sees it")
+    return x
 
 class OptimMixin:
     "`configure_optimizers` from `self.opt_cfg`, `self.sched_cfg` and `self.lr_mults`."
@@ -55,7 +62,7 @@ class SegTask(OptimMixin, L.LightningModule):
         "Names this task logs at `stage` (what `trainer.monitor` may name)."
         return [f'{stage}_loss', *self.val_metrics.keys(keep_base=False)] if stage == 'val' else \
                [f'{stage}_loss', *self.test_metrics.keys(keep_base=False)]
-    def forward(self, x): return self.model(x)
+    def forward(self, x): return self.model(check_input(x))
     def training_step(self, batch, batch_idx):
         loss = self.loss(self(batch['image']), batch['mask'])
         self.log('train_loss', loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=len(batch['image']))
@@ -86,7 +93,7 @@ class MultiTask(OptimMixin, L.LightningModule):
         self.lr_mults = dict(lr_mults or {})
         self.metrics = nn.ModuleDict({s: nn.ModuleDict({h.name: head_metrics(h, f'{s}_{h.name}_') for h in self.heads})
                                       for s in ('val', 'test')})
-    def forward(self, x): return self.model(x)
+    def forward(self, x): return self.model(check_input(x))
     def _step(self, batch, stage):
         out = self(batch['image'])
         total, parts = self.loss(out, batch)

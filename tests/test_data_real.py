@@ -30,7 +30,7 @@ def test_pneumoniamnist_balanced_counts_shapes_ranges():
         labels = dm.dataset(split).s.labels['label']
         assert np.bincount(labels).tolist() == np.bincount(z[f'{split}_labels'].ravel()).tolist()
     assert np.bincount(dm.dataset('train').s.labels['label']).tolist() == [1214, 1214]  # the balanced file
-    b = next(iter(dm.test_dataloader()))
+    b = dm.finish(next(iter(dm.test_dataloader())))  # uint8 as loaded; float as the model sees it
     assert b['image'].shape == (512 if len(dm.dataset('test')) >= 512 else 468, 1, 28, 28)
     assert b['image'].dtype == torch.float32 and 0 <= b['image'].min() and b['image'].max() <= 1
     assert b['label'].dtype == torch.long and set(b['label'].tolist()) == {0, 1} and b['label_valid'].all()
@@ -75,7 +75,7 @@ def test_nuclei_tiles_into_image_mask_crops(tmp_path):
                      normalize='percentile', percentiles=(0.0, 100.0), mask_threshold=None, im_size=128, train_augs=[], batch_size=16)
     dm = MedDataModule(cfg, [HeadConfig(name='nuclei', kind='seg')], seed=0); dm.setup('fit')
     assert (len(dm.dataset('train')), len(dm.dataset('val'))) == (12, 4)
-    batches = [next(iter(dm._loader(s))) for s in ('train', 'val')]  # unshuffled, no augmentation
+    batches = [dm.finish(next(iter(dm._loader(s)))) for s in ('train', 'val')]  # unshuffled, no augmentation
     x = torch.cat([b['image'] for b in batches]); m = torch.cat([b['nuclei'] for b in batches])
     ids = sum([b['id'] for b in batches], [])
     assert x.shape == (16, 1, 128, 128) and m.shape == (16, 1, 128, 128)
