@@ -15,7 +15,8 @@ os.environ.setdefault('NO_ALBUMENTATIONS_UPDATE', '1')  # albumentations asks Py
 import numpy as np
 import pandas as pd
 import torch
-from torch.utils.data import DataLoader, Dataset, DistributedSampler
+from functools import partial
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, default_collate
 import lightning as L
 
 from .config import ConfigError, DataConfig, HeadConfig, atomic_write, check_params, did_you_mean, resolve_path
@@ -28,7 +29,7 @@ __all__ = ['SPLITS', 'SKIP_FILE', 'build_aug', 'build_transforms', 'apply_transf
            'Samples', 'check_path', 'head_columns', 'samples_from_manifest', 'resolve_problems', 'samples_from_folder',
            'class_folder_head', 'samples_from_class_folders', 'samples_from_mask_folders', 'samples_from_npz',
            'check_headers', 'expand_frames', 'ratio_split', 'assign_splits', 'read_head_mask', 'bytes_to_float',
-           'finish_batch', 'MedDataset', 'write_skipped', 'append_skipped', 'MedSampler', 'tag_buckets',
+           'finish_batch', 'collate', 'MedDataset', 'write_skipped', 'append_skipped', 'MedSampler', 'tag_buckets',
            'class_buckets', 'sample_weights', 'default_heads', 'MedDataModule', 'SegDataModule', 'view_batch']
 
 # %% ../nbs/03_data.ipynb #c005
@@ -522,6 +523,12 @@ def finish_batch(batch:dict, # a loader batch (or sample), on the device it will
         if torch.is_tensor(v) and v.dtype == torch.uint8: out[k] = bytes_to_float(v, mean, std) if k == 'image' else v.float()
     return out
 
+def collate(samples:list, mean=None, std=None) -> dict:
+    "`default_collate`, after making uint8 images float when a batch mixes them with float ones (8- and 16-bit files together)."
+    if len({x['image'].dtype for x in samples}) > 1:
+        samples = [{**x, 'image': bytes_to_float(x['image'], mean, std)} if x['image'].dtype == torch.uint8 else x for x in samples]
+    return default_collate(samples)
+
 _CACHE_FORMAT = 1  # bump when the decoded arrays change meaning, so old disk-cache entries are never read
 
 class MedDataset(Dataset):
@@ -919,7 +926,7 @@ class MedDataModule(L.LightningDataModule):
         w = c.num_workers
         return DataLoader(ds, batch_size=c.batch_size, sampler=sampler, shuffle=False, num_workers=w, pin_memory=c.pin_memory,
                           persistent_workers=w > 0 and c.persistent_workers, drop_last=drop_last,
-                          worker_init_fn=_worker_init if w > 0 else None)
+                          worker_init_fn=_worker_init if w > 0 else None, collate_fn=partial(collate, mean=c.mean, std=c.std))
     def finish(self, batch:dict) -> dict:
         "A loader batch made model-ready (`finish_batch` with `data.mean`/`std`); Lightning calls it on the device."
         return finish_batch(batch, self.cfg.mean, self.cfg.std)
@@ -933,7 +940,7 @@ class SegDataModule(MedDataModule):
     "The built-in job's DataModule: binary segmentation from a manifest (`MedDataModule` with the default `mask` head)."
     def __init__(self, cfg:DataConfig, in_channels:int=1, seed:int=0): super().__init__(cfg, None, in_channels, seed)
 
-# %% ../nbs/03_data.ipynb #c075
+# %% ../nbs/03_data.ipynb #c077
 def _infer_heads(batch:dict) -> list[HeadConfig]:
     "Heads guessed from a batch's keys and tensor shapes (when none are given)."
     out = []
