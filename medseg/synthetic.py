@@ -118,9 +118,13 @@ def folder_digest(folder) -> str:
 
 # %% ../nbs/02_synthetic.ipynb #c020
 def ensure_synthetic(data_dir, n:int=96, size:int=64, seed:int=0, mode:ImageMode='L') -> Path:
-    "Return `data_dir/manifest.csv`, generating the synthetic set first if it is missing."
-    man = Path(data_dir)/'manifest.csv'
-    return man if man.exists() else make_synthetic(data_dir, n=n, size=size, seed=seed, mode=mode)
+    "Return `data_dir/manifest.csv`, generating the synthetic set first if it is missing (one process at a time)."
+    from filelock import FileLock
+    data_dir = Path(data_dir); man = data_dir/'manifest.csv'
+    if man.exists(): return man
+    data_dir.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(data_dir.parent/f'.{data_dir.name}.lock')):
+        return man if man.exists() else make_synthetic(data_dir, n=n, size=size, seed=seed, mode=mode)
 
 # %% ../nbs/02_synthetic.ipynb #c023
 def _step(pos, vel, rng, size, r):
