@@ -32,7 +32,7 @@ __all__ = ['SPLITS', 'SKIP_FILE', 'build_aug', 'build_transforms', 'apply_transf
            'finish_batch', 'collate', 'MedDataset', 'write_skipped', 'append_skipped', 'MedSampler', 'tag_buckets',
            'class_buckets', 'sample_weights', 'default_heads', 'MedDataModule', 'SegDataModule', 'view_batch']
 
-# %% ../nbs/03_data.ipynb #c005
+# %% ../nbs/03_data.ipynb #c006
 def _albu():
     import albumentations as A
     return A
@@ -76,7 +76,7 @@ def apply_transforms(tfm, image:np.ndarray, masks=(), keypoints=None, boxes=None
     return {'image': out['image'], 'masks': list(out.get('masks', [])),
             'keypoints': out.get('keypoints'), 'boxes': out.get('bboxes')}
 
-# %% ../nbs/03_data.ipynb #c010
+# %% ../nbs/03_data.ipynb #c011
 _TRUE, _FALSE = {'1', '1.0', 'true', 'yes', 'y'}, {'0', '0.0', 'false', 'no', 'n'}
 
 def _class_index(s:str, classes) -> Optional[int]:
@@ -143,7 +143,7 @@ def parse_class_columns(df:pd.DataFrame, head:HeadConfig, cols:Sequence[str], un
             elif v and v not in unk: problems.append((i, f"{c} value {v!r} is not 1, 0 or unknown"))
     return y, (y >= 0).any(1), problems
 
-# %% ../nbs/03_data.ipynb #c013
+# %% ../nbs/03_data.ipynb #c014
 @dataclass
 class Samples:
     "One entry per sample: pixels, frame, labels per head, split, source, group and origin."
@@ -166,7 +166,7 @@ class Samples:
                        pick(self.group), pick(self.where), {k: pick(v) for k, v in self.labels.items()},
                        {k: pick(v) for k, v in self.valid.items()}, self.array)
 
-# %% ../nbs/03_data.ipynb #c015
+# %% ../nbs/03_data.ipynb #c016
 def check_path(root:Path, rel:str, what:str='image') -> tuple[Optional[Path], Optional[str]]:
     "`root/rel` and `None`, or `None` and what is wrong with it (escapes `root`, missing)."
     root = Path(os.path.normpath(Path(root).absolute()))
@@ -176,7 +176,7 @@ def check_path(root:Path, rel:str, what:str='image') -> tuple[Optional[Path], Op
     if not p.is_file(): return None, f"{what} file not found: {p}"
     return p, None
 
-# %% ../nbs/03_data.ipynb #c018
+# %% ../nbs/03_data.ipynb #c019
 def head_columns(head:HeadConfig, columns) -> Optional[list[str]]:
     "The manifest columns holding `head`'s labels: its column, or one per class; None if absent."
     col = head.column or head.name
@@ -245,7 +245,7 @@ def samples_from_manifest(path, # the manifest CSV
                 np.array([f'{path.name} row {i + 2}' for i in range(n)], dtype=object), labels, valid)
     return s, sorted(problems, key=lambda p: p[0])
 
-# %% ../nbs/03_data.ipynb #c021
+# %% ../nbs/03_data.ipynb #c022
 def resolve_problems(s:Samples, problems:list, on_bad:str='raise', stage:str='') -> tuple[Samples, list[dict]]:
     "Raise a `DataError` naming the rows, or drop them and return skip records."
     if not problems: return s, []
@@ -258,7 +258,7 @@ def resolve_problems(s:Samples, problems:list, on_bad:str='raise', stage:str='')
     recs = [{'stage': stage, 'id': s.ids[i], 'where': s.where[i], 'reason': m} for i, m in problems]
     return s.take([i for i in range(len(s)) if i not in bad]), recs
 
-# %% ../nbs/03_data.ipynb #c024
+# %% ../nbs/03_data.ipynb #c025
 SPLITS = ('train', 'val', 'test')
 
 def _list_images(folder:Path, recursive:bool=False) -> list[Path]:
@@ -363,7 +363,7 @@ def samples_from_npz(path, head:Optional[HeadConfig]=None) -> tuple[Samples, Hea
                 ids.copy(), np.array(where, dtype=object), labels, valid, arr)
     return s, head, problems
 
-# %% ../nbs/03_data.ipynb #c027
+# %% ../nbs/03_data.ipynb #c028
 def check_headers(s:Samples, axis:int=2) -> list:
     "Problems `(index, message)` found in the headers of images and masks (sizes, frames, unreadable files)."
     problems = []
@@ -385,7 +385,7 @@ def check_headers(s:Samples, axis:int=2) -> list:
         except DataError as e: problems.append((i, str(e)))
     return problems
 
-# %% ../nbs/03_data.ipynb #c030
+# %% ../nbs/03_data.ipynb #c031
 def expand_frames(s:Samples, axis:int=2) -> Samples:
     "`s` with every multi-frame file (whose frame isn't fixed) repeated once per frame."
     idx, frames = [], []
@@ -397,7 +397,7 @@ def expand_frames(s:Samples, axis:int=2) -> Samples:
     out.ids = np.array([f'{d}#{f}' if f >= 0 and not str(d).endswith(f'#{f}') else d for d, f in zip(out.ids, out.frames)], dtype=object)
     return out
 
-# %% ../nbs/03_data.ipynb #c033
+# %% ../nbs/03_data.ipynb #c034
 def ratio_split(n:int, # number of rows
                 ratios:Sequence[float], # train, val[, test] shares
                 seed:int=0, # the draw is fixed by the seed
@@ -421,7 +421,7 @@ def ratio_split(n:int, # number of rows
         out[gi] = names[np.minimum(np.searchsorted(bounds, mid, side='right'), len(names) - 1)]
     return out[ginv]
 
-# %% ../nbs/03_data.ipynb #c037
+# %% ../nbs/03_data.ipynb #c038
 _SPLIT_ALIASES = {'train': 'train', 'training': 'train', 'val': 'val', 'valid': 'val', 'validation': 'val',
                   'test': 'test', 'testing': 'test'}
 
@@ -458,7 +458,7 @@ def assign_splits(s:Samples, cfg:DataConfig, heads=(), seed:int=0) -> tuple[Samp
                             f"stay in one split); fix the {cfg.split_col} column or use data.split_ratios")
     return s, problems
 
-# %% ../nbs/03_data.ipynb #c039
+# %% ../nbs/03_data.ipynb #c040
 def _seg_channels(h:HeadConfig) -> int: return max(1, len(h.classes))
 
 def read_head_mask(paths, h:HeadConfig, threshold=0.5, frame=None, axis=2) -> np.ndarray:
@@ -491,7 +491,7 @@ def _split_masks(big:np.ndarray, like:list) -> list:
         out.append((part[..., 0] if m.ndim == 2 else part).astype(m.dtype, copy=False))
     return out
 
-# %% ../nbs/03_data.ipynb #c040
+# %% ../nbs/03_data.ipynb #c041
 def _worker_init(worker_id:int):
     "Seed a DataLoader worker: Lightning's per-worker seeds, and the worker's own augmentation stream."
     if os.environ.get('PL_SEED_WORKERS') == '1':
@@ -692,7 +692,7 @@ class MedDataset(Dataset):
                 self._record(i, e); return 0
         with ThreadPoolExecutor(max(1, threads)) as ex: return sum(ex.map(one, range(len(self))))
 
-# %% ../nbs/03_data.ipynb #c042
+# %% ../nbs/03_data.ipynb #c043
 SKIP_FILE = 'skipped_samples.csv'
 _SKIP_COLS = ('stage', 'id', 'where', 'reason')
 
@@ -709,7 +709,7 @@ def append_skipped(path, records:Sequence[dict]):
         buf = io.StringIO(); csv.DictWriter(buf, _SKIP_COLS, lineterminator='\n').writerow(r)
         with open(path, 'a') as f: f.write(buf.getvalue())
 
-# %% ../nbs/03_data.ipynb #c059
+# %% ../nbs/03_data.ipynb #c060
 class MedSampler(DistributedSampler):
     "Random, weighted or sequential indices for one epoch, deterministic under `seed`, split across DDP ranks."
     def __init__(self, n:int, # data set size
@@ -737,7 +737,7 @@ class MedSampler(DistributedSampler):
     def __iter__(self): return iter(self.epoch_indices()[self.rank::self.num_replicas].tolist())
     def __len__(self): return self.num_samples
 
-# %% ../nbs/03_data.ipynb #c062
+# %% ../nbs/03_data.ipynb #c063
 def tag_buckets(s:Samples, heads:Sequence[HeadConfig], tags:Sequence[str]) -> np.ndarray:
     "Each sample's sampling bucket: the first of `tags` it carries, else `other`."
     lut = {}
@@ -779,7 +779,7 @@ def sample_weights(buckets=None, # bucket per sample (None: one bucket)
     if w.sum() <= 0: raise ConfigError("sampling weights are all zero: check data.sampling_tags and data.user_class_wts")
     return w / w.sum()
 
-# %% ../nbs/03_data.ipynb #c067
+# %% ../nbs/03_data.ipynb #c068
 def default_heads(cfg:DataConfig, root:Path) -> list[HeadConfig]:
     "The heads a layout implies when the config declares none."
     if cfg.layout == 'manifest': return [HeadConfig(name='mask', kind='seg')]
@@ -940,7 +940,7 @@ class SegDataModule(MedDataModule):
     "The built-in job's DataModule: binary segmentation from a manifest (`MedDataModule` with the default `mask` head)."
     def __init__(self, cfg:DataConfig, in_channels:int=1, seed:int=0): super().__init__(cfg, None, in_channels, seed)
 
-# %% ../nbs/03_data.ipynb #c077
+# %% ../nbs/03_data.ipynb #c078
 def _infer_heads(batch:dict) -> list[HeadConfig]:
     "Heads guessed from a batch's keys and tensor shapes (when none are given)."
     out = []

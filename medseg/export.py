@@ -16,7 +16,7 @@ from .config import ConfigError, did_you_mean
 # %% auto #0
 __all__ = ['FORMATS', 'FlatOutputs', 'output_names', 'in_channels_of', 'load_exported', 'max_difference', 'export']
 
-# %% ../nbs/04b_export.ipynb #c005
+# %% ../nbs/04b_export.ipynb #c006
 FORMATS = ('onnx', 'torchscript')
 
 class FlatOutputs(nn.Module):
@@ -44,7 +44,7 @@ def in_channels_of(model:nn.Module) -> int:
         if isinstance(m, nn.modules.conv._ConvNd): return m.in_channels
     raise ConfigError("export: cannot tell the model's input channels (no convolution); pass `example=` a batch")
 
-# %% ../nbs/04b_export.ipynb #c008
+# %% ../nbs/04b_export.ipynb #c009
 def _format(format:str) -> str:
     if format not in FORMATS: raise ConfigError(f"export format: unknown {format!r}.{did_you_mean(format, FORMATS)} Allowed: {', '.join(FORMATS)}")
     return format
@@ -86,7 +86,7 @@ def max_difference(model:nn.Module, exported, x:torch.Tensor) -> float:
         return max(float((ref[k] - got[k]).abs().max()) for k in ref)
     return float((ref - got).abs().max())
 
-# %% ../nbs/04b_export.ipynb #c009
+# %% ../nbs/04b_export.ipynb #c010
 def export(model:nn.Module, # the trained network (a tensor or a `{head: tensor}` out)
            path, # output file (`.onnx` for ONNX, e.g. `.pt` for TorchScript)
            format:str='onnx', # `onnx` or `torchscript`

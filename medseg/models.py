@@ -24,7 +24,7 @@ __all__ = ['MONAI_NETS', 'FAMILIES', 'HF_NOT_PIXELS', 'GROUPS', 'list_archs', 'l
            'build_multitask', 'get_encoder', 'model_parts', 'freeze_encoder', 'unfreeze_encoder', 'param_groups',
            'UnfreezeEncoder', 'LoadReport', 'read_state_dict', 'load_weights']
 
-# %% ../nbs/04_models.ipynb #c005
+# %% ../nbs/04_models.ipynb #c006
 MONAI_NETS = {  # curated MONAI networks and their small 2D defaults (`model.params` overrides them)
     'UNet': dict(channels=(16, 32, 64, 128, 256), strides=(2, 2, 2, 2), num_res_units=2),
     'BasicUNet': {}, 'BasicUnetPlusPlus': {},
@@ -37,7 +37,7 @@ MONAI_NETS = {  # curated MONAI networks and their small 2D defaults (`model.par
 }
 FAMILIES = MODEL_FAMILIES  # smp, monai, timm, torchvision, plain, hf
 
-# %% ../nbs/04_models.ipynb #c006
+# %% ../nbs/04_models.ipynb #c007
 def list_archs() -> list[str]:
     "Every segmentation-models-pytorch architecture name."
     import segmentation_models_pytorch as smp
@@ -88,7 +88,7 @@ def list_models(family:Optional[str]=None, # one of `FAMILIES`; None: a dict of 
     if family == 'hf': return _hf_types()
     raise ConfigError(f"model.family: unknown family {family!r}.{did_you_mean(family, FAMILIES)} Allowed: {', '.join(FAMILIES)}")
 
-# %% ../nbs/04_models.ipynb #c009
+# %% ../nbs/04_models.ipynb #c010
 def _unknown(key:str, name:str, options, what:str, lister:str, family:str=None) -> ConfigError:
     "A `ConfigError` for an unknown `name`, with the closest `options` and a hint when another family has it."
     hint = ''
@@ -100,7 +100,7 @@ def _unknown(key:str, name:str, options, what:str, lister:str, family:str=None) 
 _SMP_ARCHS = ('Unet', 'UnetPlusPlus', 'MAnet', 'Linknet', 'FPN', 'PSPNet', 'DeepLabV3', 'DeepLabV3Plus', 'PAN',
               'UPerNet', 'Segformer', 'DPT')  # names only, so a hint needs no import
 
-# %% ../nbs/04_models.ipynb #c011
+# %% ../nbs/04_models.ipynb #c012
 class PlainEncoder(nn.Module):
     "Five conv-BN-ReLU-maxpool blocks; returns `[x, f1, ..., f5]` like an smp encoder."
     def __init__(self, in_channels:int=1, # image channels
@@ -134,7 +134,7 @@ class PlainCNN(nn.Module):
         self.encoder, self.head = PlainEncoder(in_channels, widths), PoolHead(widths[-1], classes, dropout)
     def forward(self, x): return self.head(self.encoder(x)[-1])
 
-# %% ../nbs/04_models.ipynb #c014
+# %% ../nbs/04_models.ipynb #c015
 def _check_extra(params:dict, reserved:dict, family:str):
     "Refuse `params` that duplicate a config key (`in_channels` belongs in `model.in_channels`)."
     for k, key in reserved.items():
@@ -179,7 +179,7 @@ def _check_smp_weights(encoder:str, weights):
         raise ConfigError(f"model.encoder_weights: encoder {encoder!r} has no {weights!r} weights.{did_you_mean(weights, avail)} "
                           f"Available: {', '.join(avail) or 'none'}, or null to train from scratch.")
 
-# %% ../nbs/04_models.ipynb #c015
+# %% ../nbs/04_models.ipynb #c016
 class FirstOutput(nn.Module):
     "Keep the first output of a network that returns a list (MONAI's `BasicUnetPlusPlus`)."
     def __init__(self, net:nn.Module): super().__init__(); self.net = net
@@ -214,7 +214,7 @@ def _build_timm(cfg:ModelConfig, classes:int, weights):
     name = cfg.arch if weights in (None, 'imagenet') or '.' in cfg.arch else f'{cfg.arch}.{weights}'
     return timm.create_model(name, pretrained=weights is not None, num_classes=classes, in_chans=cfg.in_channels, **cfg.params)
 
-# %% ../nbs/04_models.ipynb #c016
+# %% ../nbs/04_models.ipynb #c017
 def _set_module(model:nn.Module, name:str, new:nn.Module):
     parent, _, attr = name.rpartition('.')
     setattr(model.get_submodule(parent) if parent else model, attr, new)
@@ -244,7 +244,7 @@ def _build_torchvision(cfg:ModelConfig, classes:int, weights):
     if cfg.in_channels != 3: patch_first_conv(net, cfg.in_channels, pretrained=weights is not None)
     return net
 
-# %% ../nbs/04_models.ipynb #c017
+# %% ../nbs/04_models.ipynb #c018
 class HFClassifier(nn.Module):
     "A Hugging Face `transformers` image classifier that returns plain logits (B x classes)."
     def __init__(self, model:nn.Module): super().__init__(); self.model = model
@@ -278,7 +278,7 @@ def _build_plain(cfg:ModelConfig, classes:int, weights):
 
 _BUILDERS = dict(smp=_build_smp, monai=_build_monai, timm=_build_timm, torchvision=_build_torchvision, plain=_build_plain, hf=_build_hf)
 
-# %% ../nbs/04_models.ipynb #c019
+# %% ../nbs/04_models.ipynb #c020
 @contextlib.contextmanager
 def offline_mode():
     "Inside the block nothing downloads: the Hugging Face Hub is offline, torch.hub refuses, both caches are empty."
@@ -306,7 +306,7 @@ def _with_weights(build, weights, what:str):
                           f"({type(e).__name__}: {msg}). Without a network, train from scratch with "
                           f"`model.encoder_weights=null`, or load local weights with `model.weights=/path/to/checkpoint`.") from e
 
-# %% ../nbs/04_models.ipynb #c021
+# %% ../nbs/04_models.ipynb #c022
 def _is_file_weights(w) -> bool:
     return w is not None and (Path(w).suffix in ('.pt', '.pth', '.ckpt', '.safetensors', '.bin') or os.sep in str(w) and Path(w).exists())
 
@@ -332,7 +332,7 @@ def build_model(cfg:ModelConfig, # the `model` section
     if cfg.freeze_encoder: freeze_encoder(model, cfg.freeze_encoder)
     return model
 
-# %% ../nbs/04_models.ipynb #c040
+# %% ../nbs/04_models.ipynb #c041
 from .config import RECIPES  # recipe -> the head kinds it trains
 
 def select_heads(heads, # `HeadConfig`s declared in the config
@@ -353,7 +353,7 @@ def head_size(h:HeadConfig) -> int:
     "Output channels of head `h`: seg one per class (at least 1), cls one per class, reg 1, zones zones x classes."
     return {'seg': max(1, len(h.classes)), 'cls': len(h.classes), 'reg': 1, 'zones': h.zones * len(h.classes)}[h.kind]
 
-# %% ../nbs/04_models.ipynb #c043
+# %% ../nbs/04_models.ipynb #c044
 def grid_pool(x:torch.Tensor, # B x C x H x W
               grid, # (rows, cols)
              ) -> torch.Tensor:
@@ -363,7 +363,7 @@ def grid_pool(x:torch.Tensor, # B x C x H x W
              for i in range(r) for j in range(c)]
     return torch.stack(cells, 1)
 
-# %% ../nbs/04_models.ipynb #c045
+# %% ../nbs/04_models.ipynb #c046
 class ZoneHead(nn.Module):
     "Zone scores: B x C x h x w -> B x `zones` x `classes`, from global pooling or one grid cell per zone."
     def __init__(self, in_channels:int, # feature channels
@@ -387,7 +387,7 @@ class ZoneHead(nn.Module):
         if self.grid is None: return self.fc(self.drop(self.pool(x).flatten(1))).reshape(-1, self.zones, self.classes)
         return torch.einsum('bzi,zic->bzc', self.drop(grid_pool(x, self.grid)), self.weight) + self.bias
 
-# %% ../nbs/04_models.ipynb #c048
+# %% ../nbs/04_models.ipynb #c049
 def _head_specs(heads) -> list[tuple]:
     return [(h.name, h.kind, head_size(h), h.zones, len(h.classes)) for h in heads]
 
@@ -434,7 +434,7 @@ class SplitHeads(nn.Module):
             raise RuntimeError(f"the network gives {y.shape[1]} output channels but the heads need {sum(sizes)} ({sizes})")
         return {n: (p.reshape(-1, z, c) if k == 'zones' else p) for (n, k, _, z, c), p in zip(self.specs, y.split(sizes, 1))}
 
-# %% ../nbs/04_models.ipynb #c050
+# %% ../nbs/04_models.ipynb #c051
 def _check_heads(heads):
     names = [h.name for h in heads]
     for n in names:
@@ -489,7 +489,7 @@ def build_multitask(cfg:ModelConfig, # the `model` section
     "A model returning `{head: logits}` for the heads `recipe` selects."
     return build_model(cfg, extra_allowed, select_heads(heads, recipe))
 
-# %% ../nbs/04_models.ipynb #c058
+# %% ../nbs/04_models.ipynb #c059
 GROUPS = PARAM_GROUPS  # encoder, decoder, heads; `model` for a network without that structure
 
 def _unwrap(model:nn.Module) -> nn.Module:
@@ -530,7 +530,7 @@ def model_parts(model:nn.Module) -> dict[str, list]:
         parts[g].append(p)
     return {k: v for k, v in parts.items() if v}
 
-# %% ../nbs/04_models.ipynb #c061
+# %% ../nbs/04_models.ipynb #c062
 def freeze_encoder(model:nn.Module, # any model `model_parts` understands
                    amount:Union[bool, float]=True, # True: all, False: none, 0..1: that share of the encoder's tensors, first ones first
                   ) -> int:
@@ -550,7 +550,7 @@ def unfreeze_encoder(model:nn.Module) -> int:
     "Make every encoder parameter trainable again."
     return freeze_encoder(model, False)
 
-# %% ../nbs/04_models.ipynb #c064
+# %% ../nbs/04_models.ipynb #c065
 def param_groups(model:nn.Module, # the network
                  base_lr:float, # learning rate of a group with multiplier 1
                  mults:Optional[dict]=None, # `{group: multiplier}`; groups absent from the model are ignored
@@ -561,7 +561,7 @@ def param_groups(model:nn.Module, # the network
         if k not in GROUPS: raise ConfigError(f"model.lr_mults: unknown group {k!r}.{did_you_mean(k, GROUPS)} Allowed: {', '.join(GROUPS)}")
     return [{'params': ps, 'lr': base_lr * mults.get(name, 1.0), 'name': name} for name, ps in model_parts(model).items()]
 
-# %% ../nbs/04_models.ipynb #c067
+# %% ../nbs/04_models.ipynb #c068
 class UnfreezeEncoder(Callback):
     "Unfreeze `pl_module.model`'s encoder at the start of epoch `epoch`."
     def __init__(self, epoch:int): self.epoch = epoch
@@ -569,7 +569,7 @@ class UnfreezeEncoder(Callback):
         if trainer.current_epoch >= self.epoch and any(not p.requires_grad for p in model_parts(pl_module.model).get('encoder', [])):
             unfreeze_encoder(pl_module.model)
 
-# %% ../nbs/04_models.ipynb #c070
+# %% ../nbs/04_models.ipynb #c071
 @dataclass
 class LoadReport:
     "What `load_weights` loaded and what it could not match."
