@@ -1,7 +1,7 @@
 """Training-loop overhead: medseg's `train` (Lightning, checkpoints, CSV logging, metrics) against a plain
 PyTorch loop over the same files, model, loss and optimizer, measured side by side in one run.
 
-    python bench/train_loop.py [--epochs 3] [--n 96] [--size 64] [--batch 8] [--encoder resnet18]
+    python bench/train_loop.py [--epochs 3] [--n 96] [--size 64] [--batch 8] [--encoder resnet18] [--workers 0]
 
 Validation is switched off in both so that the figure is the cost of the training loop itself. Runs on
 CUDA when available (the device is printed). Ends with `ratio: <plain s/epoch / medseg s/epoch>`
@@ -25,11 +25,11 @@ def plain_loop(cfg, device, epochs):
     dm = SegDataModule(cfg.data, in_channels=cfg.model.in_channels, seed=cfg.seed); dm.prepare_data(); dm.setup('fit')
     model = build_model(cfg.model).to(device)
     opt = torch.optim.AdamW(model.parameters(), **cfg.optimizer.params)
-    loss_fn, times = DiceBCELoss(), []
+    loss_fn, times, dl = DiceBCELoss(), [], dm.train_dataloader()  # one loader: workers persist, as in Lightning
     for _ in range(epochs):
         t0 = time.perf_counter()
         model.train()
-        for b in dm.train_dataloader():
+        for b in dl:
             b = dm.finish({k: b[k].to(device, non_blocking=True) for k in ('image', 'mask')})  # uint8 -> float on the device
             x, y = b['image'], b['mask']
             opt.zero_grad(set_to_none=True); loss = loss_fn(model(x), y); loss.backward(); opt.step()
@@ -56,22 +56,27 @@ def medseg_loop(cfg, epochs):
     return sum(timer.times[1:]) / len(timer.times[1:])
 
 
-if __name__ == '__main__':
+def main(argv=None):
     p = argparse.ArgumentParser()
     p.add_argument('--epochs', type=int, default=3); p.add_argument('--n', type=int, default=96)
     p.add_argument('--size', type=int, default=64); p.add_argument('--batch', type=int, default=8)
     p.add_argument('--encoder', default='resnet18')
-    a = p.parse_args()
+    p.add_argument('--workers', type=int, default=0, help='DataLoader workers (the same loader feeds both loops)')
+    a = p.parse_args(argv)
     device = torch.device('cuda' if torch.cuda.is_available() else 'cpu')
     name = torch.cuda.get_device_name() if device.type == 'cuda' else f'CPU ({torch.get_num_threads()} threads)'
     with tempfile.TemporaryDirectory() as tmp:
         cfg = load_config(overrides=[f'data.data_dir={tmp}/data', f'data.n_images={a.n}', f'data.im_size={a.size}',
-                                     f'data.batch_size={a.batch}', f'model.encoder={a.encoder}', f'trainer.max_epochs={a.epochs}',
+                                     f'data.batch_size={a.batch}', f'data.num_workers={a.workers}', f'model.encoder={a.encoder}', f'trainer.max_epochs={a.epochs}',
                                      'trainer.limit_val_batches=0', f'paths.out_dir={tmp}/runs', 'paths.run_name=bench'])
         plain = plain_loop(cfg, device, a.epochs)
         ours = medseg_loop(cfg, a.epochs)
     print(f"device: {name}")
-    print(f"job: smp Unet/{a.encoder}, {a.n} images {a.size}px, batch {a.batch}, {a.epochs} epochs (first excluded)")
+    print(f"job: smp Unet/{a.encoder}, {a.n} images {a.size}px, batch {a.batch}, {a.workers} workers, {a.epochs} epochs (first excluded)")
     print(f"plain PyTorch loop: {plain:.3f} s/epoch")
     print(f"medseg train:       {ours:.3f} s/epoch")
     print(f"ratio: {plain / ours:.2f}")
+
+
+if __name__ == '__main__':
+    main()
