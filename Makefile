@@ -37,8 +37,8 @@ pytest:  ## integration and fault-injection tests
 docs-check:  ## nbdev's docs processing + an offline HTML render of every page
 	$(BIN)/python .ci/check_docs.py
 
-docs: $(STAMP)  ## the docs site (needs quarto)
-	@if command -v quarto >/dev/null; then $(BIN)/nbdev_docs; else \
+docs: $(STAMP)  ## the docs site (needs quarto); README.md is hand-written and kept (nbdev 2.4's nbdev_docs would regenerate it from index.ipynb)
+	@if command -v quarto >/dev/null; then cp README.md .README.keep && $(BIN)/nbdev_docs; s=$$?; mv .README.keep README.md; exit $$s; else \
 	  echo "quarto is not installed: get it from https://quarto.org/docs/get-started/ , then run make docs again."; \
 	  echo "Offline, 'make docs-check' renders every page to HTML without quarto."; fi
 

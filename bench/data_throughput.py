@@ -23,7 +23,7 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
 from medseg.config import DataConfig
-from medseg.data import MedDataModule, bytes_to_float
+from medseg.data import MedDataModule, image_tensor, normalize_input
 from medseg.synthetic import draw_blobs, make_synthetic
 
 AUGS = [{'HorizontalFlip': {'p': 0.5}},
@@ -112,7 +112,7 @@ def stage_times(root, n=64):
     from torchvision import tv_tensors
     def ours(i):
         o = ds.tfm(image=dec[i]['image'], mask=dec[i]['masks'][0])  # then the float conversion that `finish` does after the transfer
-        bytes_to_float(ds._finish(o['image']), MEAN, STD); torch.from_numpy(o['mask'][None]).float()
+        normalize_input(image_tensor(o['image'], ds.cfg), MEAN, STD); torch.from_numpy(o['mask'][None]).float()
     def theirs(i):
         im, mk = pil[i]
         mask = tv_tensors.Mask(torch.from_numpy((np.array(mk) > 127).astype(np.uint8))[None])

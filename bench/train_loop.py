@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 
 from medseg.config import load_config, seed_everything
-from medseg.data import SegDataModule
+from medseg.data import MedDataModule
 from medseg.losses import DiceBCELoss
 from medseg.models import build_model
 from medseg.run import train
@@ -22,7 +22,7 @@ from medseg.run import train
 def plain_loop(cfg, device, epochs):
     "The same job as a hand-written PyTorch loop; returns seconds per epoch (first epoch excluded)."
     seed_everything(cfg.seed)
-    dm = SegDataModule(cfg.data, in_channels=cfg.model.in_channels, seed=cfg.seed); dm.prepare_data(); dm.setup('fit')
+    dm = MedDataModule(cfg.data, None, in_channels=cfg.model.in_channels, seed=cfg.seed); dm.prepare_data(); dm.setup('fit')
     model = build_model(cfg.model).to(device)
     opt = torch.optim.AdamW(model.parameters(), **cfg.optimizer.params)
     loss_fn, times, dl = DiceBCELoss(), [], dm.train_dataloader()  # one loader: workers persist, as in Lightning

@@ -5,15 +5,15 @@
 # %% ../nbs/01_io.ipynb #c002
 from __future__ import annotations
 from pathlib import Path
-from typing import Literal, Optional
+from typing import Optional
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
 # %% auto #0
 __all__ = ['SUFFIXES', 'NORMALIZE', 'DataError', 'is_image_file', 'file_stem', 'file_kind', 'read_raw', 'count_frames',
-           'image_shape', 'apply_window', 'normalize_intensity', 'to_channels', 'scale_to_unit', 'read_image',
-           'read_mask', 'read_npz_splits']
+           'image_shape', 'apply_window', 'normalize_intensity', 'to_channels', 'read_image', 'read_mask',
+           'read_npz_splits']
 
 # %% ../nbs/01_io.ipynb #c005
 class DataError(ValueError):
@@ -241,10 +241,12 @@ def normalize_intensity(a:np.ndarray, # pixels as stored
                         percentiles:tuple=(0.5, 99.5), # clip range for mode `percentile`
                         meta:Optional[dict]=None, # what `read_raw` said about the file
                         path=None, # named in errors
+                        keep_uint8:bool=False, # 8-bit input under plain `auto` scaling stays `uint8` (divided by 255 later)
                        ) -> np.ndarray:
-    "`a` as `float32` normalised by `mode`."
+    "`a` as `float32` normalised by `mode` (or unchanged `uint8` bytes under `keep_uint8`)."
     meta = meta or {}
     if mode not in NORMALIZE: raise ValueError(f"normalize must be one of {', '.join(NORMALIZE)}; got {mode!r}")
+    if keep_uint8 and mode == 'auto' and a.dtype == np.uint8 and not meta: return a
     if mode == 'auto':
         if meta.get('dicom'): mode, window = ('window', meta['window']) if meta.get('window') else ('minmax', None)
         elif meta.get('volume'): mode = 'minmax'
@@ -286,10 +288,6 @@ def to_channels(a:np.ndarray, n:int) -> np.ndarray:
     raise ValueError(f"cannot convert {c} channels to {n}; set model.in_channels={c} to use all of them")
 
 # %% ../nbs/01_io.ipynb #c022
-def scale_to_unit(a:np.ndarray) -> np.ndarray:
-    "Integer arrays divided by their type's maximum; floats passed through; as `float32`."
-    return normalize_intensity(a, 'auto')
-
 def read_image(path, # image file (PNG, JPEG, BMP, TIFF, DICOM, NIfTI, NPY, ...)
                in_channels:int=1, # channels the model expects
                normalize:str='auto', # one of `NORMALIZE`
@@ -302,9 +300,7 @@ def read_image(path, # image file (PNG, JPEG, BMP, TIFF, DICOM, NIfTI, NPY, ...)
     "Read `path` as an `H x W x in_channels` array: `float32` (in [0, 1] for `auto` on integer files)."
     a, meta = read_raw(path, frame, axis)
     try:
-        if not (keep_uint8 and normalize == 'auto' and a.dtype == np.uint8 and not meta):
-            a = normalize_intensity(a, normalize, window, percentiles, meta, path)
-        return to_channels(a, in_channels)
+        return to_channels(normalize_intensity(a, normalize, window, percentiles, meta, path, keep_uint8), in_channels)
     except DataError: raise
     except ValueError as e: raise _fail(path, str(e)) from None
 

@@ -10,14 +10,15 @@ import torch
 from torch import nn
 import torch.nn.functional as F
 
-from .config import ConfigError, HeadConfig, Target, check_params, did_you_mean, import_target
+from .core import ConfigError, check_params, import_target
+from .heads import (KIND_FORMS, LOSS_NAMES, HeadConfig, default_loss, list_losses, resolve_loss_spec, target_form,
+                           unknown_class)
 
 # %% auto #0
-__all__ = ['LOSSES', 'KIND_FORMS', 'is_index_target', 'known', 'binary_target', 'as_probs', 'masked_mean', 'CrossEntropyLoss',
+__all__ = ['LOSSES', 'is_index_target', 'known', 'binary_target', 'as_probs', 'masked_mean', 'CrossEntropyLoss',
            'BCEWithLogitsLoss', 'DiceLoss', 'GeneralizedDiceLoss', 'TverskyLoss', 'soft_dice_loss', 'DiceBCELoss',
-           'DiceCELoss', 'FocalLoss', 'DiceFocalLoss', 'LovaszLoss', 'unknown_class', 'ZoneLoss', 'MSELoss', 'MAELoss',
-           'RMSELoss', 'target_form', 'list_losses', 'default_loss', 'resolve_loss', 'build_loss', 'known_rows',
-           'check_head_loss', 'head_loss', 'MultiTaskLoss']
+           'DiceCELoss', 'FocalLoss', 'DiceFocalLoss', 'LovaszLoss', 'ZoneLoss', 'MSELoss', 'MAELoss', 'RMSELoss',
+           'resolve_loss', 'build_loss', 'known_rows', 'head_loss', 'MultiTaskLoss']
 
 # %% ../nbs/05_losses.ipynb #c005
 def is_index_target(logits:torch.Tensor, target:torch.Tensor) -> bool:
@@ -249,13 +250,6 @@ class LovaszLoss(nn.Module):
         return self.binary(x, t) if known(t).any() else _zero(logits)
 
 # %% ../nbs/05_losses.ipynb #c032
-def unknown_class(classes:Sequence[str]) -> int:
-    "Index of the unknown class of a zones head: the class named unknown/ungradable, else the last."
-    names = [str(c).lower() for c in classes]
-    for n in ('unknown', 'ungradable'):
-        if n in names: return names.index(n)
-    return len(names) - 1
-
 class ZoneLoss(nn.Module):
     "Cross-entropy per zone with the unknown class down-weighted (`WeightedCSILoss`), averaged over zones."
     def __init__(self, unknown_weight:float=0.3, # weight of the unknown class (the others weigh 1)
@@ -300,58 +294,9 @@ class RMSELoss(MSELoss):
     def reduce(self, v): return (v + self.eps).sqrt()
 
 # %% ../nbs/05_losses.ipynb #c039
-LOSSES = {  # short name: (class, target forms it understands)
-    'ce': (CrossEntropyLoss, ('index',)),
-    'bce': (BCEWithLogitsLoss, ('binary',)),
-    'dice': (DiceLoss, ('index', 'binary')),
-    'dice_bce': (DiceBCELoss, ('binary',)),
-    'generalized_dice': (GeneralizedDiceLoss, ('index', 'binary')),
-    'dice_ce': (DiceCELoss, ('index', 'binary')),
-    'dice_focal': (DiceFocalLoss, ('index', 'binary')),
-    'focal': (FocalLoss, ('index', 'binary')),
-    'tversky': (TverskyLoss, ('index', 'binary')),
-    'lovasz': (LovaszLoss, ('index', 'binary')),
-    'zone': (ZoneLoss, ('zones',)),
-    'mse': (MSELoss, ('value',)),
-    'mae': (MAELoss, ('value',)),
-    'rmse': (RMSELoss, ('value',)),
-}
-KIND_FORMS = {'seg': ('index', 'binary'), 'cls': ('index', 'binary'), 'reg': ('value',), 'zones': ('zones',)}
-
-def target_form(kind:str, multilabel:bool=False, multiclass:bool=False, n_classes:Optional[int]=None) -> str:
-    "The target form of a head: `index`, `binary`, `value` or `zones` (a one-class classifier is binary)."
-    if kind not in KIND_FORMS: raise ConfigError(f"unknown head kind {kind!r}.{did_you_mean(kind, KIND_FORMS)} Allowed: {', '.join(KIND_FORMS)}")
-    if kind == 'seg': return 'index' if multiclass else 'binary'
-    if kind == 'cls': return 'binary' if multilabel or n_classes == 1 else 'index'
-    return KIND_FORMS[kind][0]
-
-def list_losses(kind:Optional[str]=None, # only names that fit this head kind (seg, cls, reg, zones)
-               ) -> list[str]:
-    "Every loss short name, or those that fit heads of `kind`."
-    if kind is None: return list(LOSSES)
-    target_form(kind)  # checks the kind
-    forms = KIND_FORMS[kind]
-    return [n for n, (_, fs) in LOSSES.items() if set(fs) & set(forms)]
-
-def default_loss(kind:str, multilabel:bool=False, multiclass:bool=False, n_classes:Optional[int]=None) -> str:
-    "The loss a head gets when its config names none."
-    form = target_form(kind, multilabel, multiclass, n_classes)
-    return {'seg': 'dice_ce' if form == 'index' else 'dice_bce', 'cls': 'ce' if form == 'index' else 'bce',
-            'reg': 'mse', 'zones': 'zone'}[kind]
+LOSSES = {n: (globals()[c], forms) for n, (c, forms) in LOSS_NAMES.items()}  # short name: (class, label forms it understands)
 
 # %% ../nbs/05_losses.ipynb #c042
-def _parse_spec(spec) -> tuple[Optional[str], dict]:
-    "(name or dotted path, params) of a loss spec."
-    if spec is None: return None, {}
-    if isinstance(spec, str): return spec, {}
-    if isinstance(spec, Target) or (hasattr(spec, 'target') and hasattr(spec, 'params')):  # a `Target`, also one from a re-run notebook
-        return spec.target, dict(spec.params)
-    if isinstance(spec, dict):
-        extra = set(spec) - {'_target_', 'target', 'params'}
-        if extra: raise ConfigError(f"loss: unknown key(s) {', '.join(sorted(extra))}; a loss is a name or {{_target_: ..., params: {{...}}}}")
-        return spec.get('_target_', spec.get('target')), dict(spec.get('params') or {})
-    raise ConfigError(f"loss: expected a name or {{_target_: ..., params: {{...}}}}, got {type(spec).__name__}")
-
 def resolve_loss(spec=None, # short name, `{'_target_': ..., 'params': ...}`, a `Target`, or None for the kind's default
                  kind:str='seg', # the head kind it serves: seg, cls, reg or zones
                  multilabel:bool=False, # cls: independent 0/1 per class
@@ -360,23 +305,10 @@ def resolve_loss(spec=None, # short name, `{'_target_': ..., 'params': ...}`, a 
                  extra_allowed=(), # `allow_modules` for dotted `_target_`s
                  **params, # keyword arguments on top of the spec's `params`
                 ) -> tuple[type, dict]:
-    "The loss class and its checked keyword arguments, without building it (config validation)."
-    name, p = _parse_spec(spec)
-    p.update(params)
-    form = target_form(kind, multilabel, multiclass, n_classes)
-    if name is None: name = default_loss(kind, multilabel, multiclass, n_classes)
-    if '.' in name:  # a dotted `_target_`: anything on the allowlist, with its own conventions
-        cls = import_target(name, extra_allowed)
-        check_params(cls, p, name)
-        return cls, p
-    if name not in LOSSES:
-        raise ConfigError(f"unknown loss {name!r}.{did_you_mean(name, LOSSES)} Available: {', '.join(LOSSES)} "
-                          "(or a dotted `_target_` such as monai.losses.DiceCELoss)")
-    cls, forms = LOSSES[name]
-    if form not in forms:
-        fits = [n for n, (_, fs) in LOSSES.items() if form in fs]
-        raise ConfigError(f"loss {name!r} does not fit a {kind} head with {form} targets; use one of: {', '.join(fits)}")
-    check_params(cls, p, f'loss {name}')
+    "The loss class and its checked keyword arguments, without building it."
+    t = resolve_loss_spec(spec, kind, multilabel, multiclass, n_classes)
+    cls, p = import_target(t.target, extra_allowed), {**t.params, **params}
+    check_params(cls, p, t.target)
     return cls, p
 
 def build_loss(spec=None, kind:str='seg', multilabel:bool=False, multiclass:bool=False, n_classes:Optional[int]=None,
@@ -394,18 +326,11 @@ def known_rows(target:torch.Tensor, # a head's targets, first dim the batch
     if valid is not None: rows = rows & torch.as_tensor(valid, dtype=torch.bool, device=rows.device).reshape(-1)
     return rows
 
-def check_head_loss(head:HeadConfig, extra_allowed=()) -> tuple[type, dict]:
-    "The loss class of a head and its arguments, checked but not built (cheap: for config validation)."
-    name, params = _parse_spec(head.loss)
-    if head.kind == 'zones' and name in (None, 'zone') and 'unknown_index' not in params:
-        params['unknown_index'] = unknown_class(head.classes)
-    try: return resolve_loss(name, head.kind, head.multilabel, head.multiclass, len(head.classes) or None, extra_allowed, **params)
-    except ConfigError as e: raise ConfigError(f"heads.{head.name}.loss: {e}") from None
-
 def head_loss(head:HeadConfig, extra_allowed=()) -> nn.Module:
-    "The loss of one head: its `loss` spec, or the default for its kind."
-    cls, params = check_head_loss(head, extra_allowed)
-    return cls(**params)
+    "The loss of one head: its `loss` (resolved by `HeadConfig` to a `_target_`, the kind's default when none was named)."
+    try: cls, p = resolve_loss(head.loss, head.kind, head.multilabel, head.multiclass, len(head.classes) or None, extra_allowed)
+    except ConfigError as e: raise ConfigError(f"heads.{head.name}.loss: {str(e).removeprefix('loss: ')}") from None
+    return cls(**p)
 
 class MultiTaskLoss(nn.Module):
     "Sum over heads of `alpha` * the head's loss on the samples that carry its label."

@@ -14,22 +14,17 @@ from torchmetrics.regression import R2Score as _R2Score
 from torchmetrics.wrappers.abstract import WrapperMetric
 
 from .config import ConfigError, HeadConfig
-from .losses import binary_target, known_rows, target_form, unknown_class
+from .heads import target_form, unknown_class
+from .losses import binary_target, known_rows
 
 # %% auto #0
-__all__ = ['binarize', 'seg_metrics', 'Transformed', 'prepare', 'R2Score', 'flatten_zones', 'select_zone', 'zone_scores',
-           'severity', 'zone_severity', 'HeadMetrics', 'head_metrics', 'head_confusion_matrix']
+__all__ = ['binarize', 'Transformed', 'prepare', 'R2Score', 'flatten_zones', 'select_zone', 'zone_scores', 'severity',
+           'zone_severity', 'HeadMetrics', 'head_metrics', 'head_confusion_matrix']
 
 # %% ../nbs/06_metrics.ipynb #c005
 def binarize(logits:torch.Tensor, threshold:float=0.5) -> torch.Tensor:
     "0/1 integer predictions from logits."
     return (logits.sigmoid() > threshold).long()
-
-def seg_metrics(prefix:str='val_') -> MetricCollection:
-    "Global binary Dice and IoU, keyed `{prefix}dice` and `{prefix}iou`."
-    from torchmetrics.segmentation import DiceScore, MeanIoU
-    return MetricCollection({'dice': DiceScore(num_classes=1, average='micro', aggregation_level='global', input_format='one-hot'),
-                             'iou': MeanIoU(num_classes=1, input_format='one-hot')}, prefix=prefix)
 
 # %% ../nbs/06_metrics.ipynb #c009
 class Transformed(WrapperMetric):
@@ -192,12 +187,14 @@ class HeadMetrics(MetricCollection):
 
 def head_metrics(head:HeadConfig, # the head to score
                  prefix:str='val_', # prepended to every name, e.g. `val_` or `val_tags_`
-                 beta:float=1.0, # F-beta's beta (`f1_beta_value`); 1 adds no F-beta metrics
-                 threshold:float=0.5, # probability threshold of sigmoid outputs
+                 beta:Optional[float]=None, # F-beta's beta; None: the head's `f_beta` (1 adds no F-beta metrics)
+                 threshold:Optional[float]=None, # probability threshold of sigmoid outputs; None: the head's `threshold`
                  severity_thresholds:Sequence[float]=(1.3, 2.2), # zones: mean-score bounds of the severity classes
                  include_background:bool=False, # seg label maps: count class 0 in the means
                 ) -> HeadMetrics:
     "A `MetricCollection` for one head, every member a scalar (loggable with `log_dict`)."
+    beta = head.f_beta if beta is None else beta
+    threshold = head.threshold if threshold is None else threshold
     form = target_form(head.kind, head.multilabel, head.multiclass, len(head.classes) or None)
     if head.kind == 'cls': m = _classification(form, head.classes, threshold, beta)
     elif head.kind == 'seg': m = _segmentation(form, head.classes, include_background)

@@ -16,13 +16,14 @@ from lightning.pytorch.callbacks import Callback
 
 from .config import (MODEL_FAMILIES, PARAM_GROUPS, ConfigError, HeadConfig, ModelConfig, check_params, did_you_mean,
                            instantiate, resolve_path)
+from .heads import check_head_names, head_size, select_heads
 
 # %% auto #0
 __all__ = ['MONAI_NETS', 'FAMILIES', 'HF_NOT_PIXELS', 'GROUPS', 'list_archs', 'list_encoders', 'list_encoder_weights',
            'list_models', 'PlainEncoder', 'PoolHead', 'PlainCNN', 'FirstOutput', 'HFClassifier', 'offline_mode',
-           'build_model', 'select_heads', 'head_size', 'grid_pool', 'ZoneHead', 'MultiTaskModel', 'SplitHeads',
-           'build_multitask', 'get_encoder', 'model_parts', 'freeze_encoder', 'unfreeze_encoder', 'param_groups',
-           'UnfreezeEncoder', 'LoadReport', 'read_state_dict', 'load_weights']
+           'build_model', 'grid_pool', 'ZoneHead', 'MultiTaskModel', 'SplitHeads', 'build_multitask', 'get_encoder',
+           'model_parts', 'freeze_encoder', 'unfreeze_encoder', 'param_groups', 'UnfreezeEncoder', 'LoadReport',
+           'read_state_dict', 'load_weights']
 
 # %% ../nbs/04_models.ipynb #c006
 MONAI_NETS = {  # curated MONAI networks and their small 2D defaults (`model.params` overrides them)
@@ -325,33 +326,12 @@ def build_model(cfg:ModelConfig, # the `model` section
                ) -> nn.Module:
     "Build the network described by `cfg`, load `cfg.weights` and freeze its encoder as configured."
     heads = [HeadConfig.model_validate(h) if isinstance(h, dict) else h for h in heads]
-    model = _build_heads(cfg, heads, extra_allowed) if heads else _build_single(cfg, cfg.classes, extra_allowed)
+    model = _build_heads(cfg, heads, extra_allowed) if heads else _build_single(cfg, cfg.classes or 1, extra_allowed)
     if _is_file_weights(cfg.encoder_weights):
         load_weights(get_encoder(model), resolve_path(cfg.encoder_weights), strict=cfg.strict, key='model.encoder_weights')
     if cfg.weights is not None: load_weights(model, resolve_path(cfg.weights), strict=cfg.strict)
     if cfg.freeze_encoder: freeze_encoder(model, cfg.freeze_encoder)
     return model
-
-# %% ../nbs/04_models.ipynb #c041
-from .config import RECIPES  # recipe -> the head kinds it trains
-
-def select_heads(heads, # `HeadConfig`s declared in the config
-                 recipe:Optional[str]=None, # a key of `RECIPES`; None keeps every head
-                ) -> list[HeadConfig]:
-    "The heads a recipe trains (in declared order)."
-    heads = [HeadConfig.model_validate(h) if isinstance(h, dict) else h for h in heads]
-    if recipe is None: return heads
-    if recipe not in RECIPES: raise ConfigError(f"recipe: unknown recipe {recipe!r}.{did_you_mean(recipe, RECIPES)} Allowed: {', '.join(RECIPES)}")
-    kinds = RECIPES[recipe]
-    for k in kinds:
-        if not any(h.kind == k for h in heads):
-            raise ConfigError(f"recipe {recipe!r} needs a {k} head, but heads has only: "
-                              f"{', '.join(f'{h.name} ({h.kind})' for h in heads) or 'none'}")
-    return [h for h in heads if h.kind in kinds]
-
-def head_size(h:HeadConfig) -> int:
-    "Output channels of head `h`: seg one per class (at least 1), cls one per class, reg 1, zones zones x classes."
-    return {'seg': max(1, len(h.classes)), 'cls': len(h.classes), 'reg': 1, 'zones': h.zones * len(h.classes)}[h.kind]
 
 # %% ../nbs/04_models.ipynb #c044
 def grid_pool(x:torch.Tensor, # B x C x H x W
@@ -435,13 +415,6 @@ class SplitHeads(nn.Module):
         return {n: (p.reshape(-1, z, c) if k == 'zones' else p) for (n, k, _, z, c), p in zip(self.specs, y.split(sizes, 1))}
 
 # %% ../nbs/04_models.ipynb #c051
-def _check_heads(heads):
-    names = [h.name for h in heads]
-    for n in names:
-        if '.' in n or not n: raise ConfigError(f"heads: name {n!r} must be non-empty and contain no '.'")
-    dup = sorted({n for n in names if names.count(n) > 1})
-    if dup: raise ConfigError(f"heads: names must be unique, repeated: {', '.join(dup)}")
-
 def _build_smp_multitask(cfg:ModelConfig, heads:list) -> MultiTaskModel:
     import segmentation_models_pytorch as smp
     seg = [h for h in heads if h.kind == 'seg']
@@ -460,7 +433,7 @@ def _build_smp_multitask(cfg:ModelConfig, heads:list) -> MultiTaskModel:
     return MultiTaskModel(_with_weights(enc, named, f"smp encoder {cfg.encoder!r}"), heads, **kw)
 
 def _build_heads(cfg:ModelConfig, heads:list, extra_allowed=()) -> nn.Module:
-    _check_heads(heads)
+    check_head_names(heads)
     kinds = {h.kind for h in heads}
     total = sum(head_size(h) for h in heads)
     if cfg.target is None and cfg.family == 'smp': return _build_smp_multitask(cfg, heads)

@@ -11,16 +11,15 @@ from pathlib import Path
 from typing import Optional
 
 import pandas as pd
-import yaml
 
-import re
-from .config import (Config, ConfigError, LoggingConfig, TrainerConfig, atomic_write, config_to_dict, did_you_mean,
-                           instantiate, load_config, resolve_path, save_config, seed_everything)
+from .config import (CheckpointConfig, Config, ConfigError, LoggingConfig, atomic_write, config_to_dict, did_you_mean,
+                           load_config, resolve_path, save_config, seed_everything)
+from .heads import HeadConfig, head_size, select_heads
 
 # %% auto #0
-__all__ = ['VERSIONED', 'package_versions', 'model_label', 'run_dir_for', 'prepare_run_dir', 'build_loggers', 'infer_mode',
-           'resolve_monitor', 'build_callbacks', 'build_trainer', 'RunResult', 'read_metrics', 'is_single_head',
-           'check_im_size', 'build_task', 'train', 'main']
+__all__ = ['VERSIONED', 'package_versions', 'model_label', 'run_dir_for', 'prepare_run_dir', 'build_loggers', 'resolve_monitor',
+           'build_callbacks', 'build_trainer', 'RunResult', 'read_metrics', 'check_im_size', 'implied_heads',
+           'build_task', 'train', 'main']
 
 # %% ../nbs/08_run.ipynb #c005
 VERSIONED = ('medseg', 'torch', 'torchvision', 'lightning', 'segmentation-models-pytorch', 'monai', 'timm',
@@ -81,40 +80,33 @@ def build_loggers(cfg:LoggingConfig, run:Path) -> list:
             loggers.append(MLFlowLogger(experiment_name=cfg.project, run_name=run.name, tracking_uri=f"sqlite:///{run/'mlflow.db'}"))
     return loggers
 
-def infer_mode(monitor:str) -> str:
-    "`min` for losses and errors (`..._loss`, `..._mae`, `..._rmse`), else `max`."
-    return 'min' if re.search(r'(loss|mae|rmse|mse)$', monitor) else 'max'
+def resolve_monitor(cfg:CheckpointConfig, # the `checkpoint` section
+                    task, # the `MultiTask` (its `metric_modes`, `default_monitor`)
+                    validating:bool=True, # False when the run has no validation (`limit_val_batches: 0`): nothing to check against
+                   ) -> tuple[str, str]:
+    "The checkpoint metric and mode: the configured one, which the task must log, or the task's default."
+    monitor, modes = cfg.monitor or task.default_monitor(), task.metric_modes('val')
+    if validating and monitor not in modes:
+        raise ConfigError(f"checkpoint.monitor: this run logs no {monitor!r}.{did_you_mean(monitor, modes)} "
+                          f"Available: {', '.join(modes)}")
+    return monitor, cfg.mode or modes.get(monitor, 'min')
 
-def resolve_monitor(cfg:TrainerConfig, names:list[str], single:bool) -> tuple[str, str]:
-    "The checkpoint metric and mode: the configured one, which must be among `names`, or the default."
-    monitor = cfg.monitor or ('val_dice' if single else 'val_loss')
-    if names and monitor not in names:
-        raise ConfigError(f"trainer.monitor: this run logs no {monitor!r}.{did_you_mean(monitor, names)} "
-                          f"Available: {', '.join(names)}")
-    return monitor, cfg.mode or infer_mode(monitor)
-
-def build_callbacks(cfg:TrainerConfig, run:Path, monitor:str=None, mode:str=None) -> list:
+def build_callbacks(cfg:CheckpointConfig, run:Path, monitor:str, mode:str) -> list:
     "Checkpointing (best by `monitor`, plus `last.ckpt`) and learning-rate monitoring."
     from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
-    monitor = monitor or cfg.monitor or 'val_loss'
-    ck = ModelCheckpoint(dirpath=run/'checkpoints', filename='best-{epoch:02d}', monitor=monitor,
-                         mode=mode or cfg.mode or infer_mode(monitor), save_top_k=cfg.save_top_k, save_last=True)
+    ck = ModelCheckpoint(dirpath=run/'checkpoints', filename='best-{epoch:02d}', monitor=monitor, mode=mode,
+                         save_top_k=cfg.save_top_k, save_last=True)
     return [ck, LearningRateMonitor(logging_interval='epoch')]
 
 
-_TRAINER_KEYS = ('max_epochs', 'accelerator', 'devices', 'strategy', 'precision', 'accumulate_grad_batches',
-                 'gradient_clip_val', 'limit_train_batches', 'limit_val_batches', 'log_every_n_steps',
-                 'deterministic', 'fast_dev_run', 'enable_progress_bar')
-
-def build_trainer(cfg:Config, run:Path, monitor:str=None, mode:str=None):
-    "A `lightning.Trainer` from the `trainer` and `logging` sections, writing into `run`."
+def build_trainer(cfg:Config, run:Path, monitor:str, mode:str):
+    "A `lightning.Trainer` from the `trainer`, `checkpoint` and `logging` sections, writing into `run`."
     import lightning as L
-    t = cfg.trainer
-    callbacks = build_callbacks(t, run, monitor, mode)
+    callbacks = build_callbacks(cfg.checkpoint, run, monitor, mode)
     if cfg.model.unfreeze_epoch is not None:
         from medseg.models import UnfreezeEncoder
         callbacks.append(UnfreezeEncoder(cfg.model.unfreeze_epoch))
-    return L.Trainer(**{k: getattr(t, k) for k in _TRAINER_KEYS}, default_root_dir=run,
+    return L.Trainer(**cfg.trainer.model_dump(), default_root_dir=run,
                      logger=build_loggers(cfg.logging, run), callbacks=callbacks, enable_model_summary=False)
 
 # %% ../nbs/08_run.ipynb #c012
@@ -122,7 +114,7 @@ def build_trainer(cfg:Config, run:Path, monitor:str=None, mode:str=None):
 class RunResult:
     "What a finished run left behind."
     run_dir: Path  # the run folder
-    best_score: Optional[float]  # best value of `trainer.monitor`
+    best_score: Optional[float]  # best value of `checkpoint.monitor`
     best_ckpt: Optional[Path]  # checkpoint with that score
     metrics: pd.DataFrame  # one row per epoch, from metrics.csv
     monitor: Optional[str] = None  # the metric `best_score` is of
@@ -134,10 +126,6 @@ def read_metrics(run) -> pd.DataFrame:
     df = pd.read_csv(Path(run)/'metrics.csv')
     return df.groupby('epoch').last().reset_index() if 'epoch' in df else df
 
-def is_single_head(cfg:Config, heads) -> bool:
-    "The built-in job: no declared heads, and the data implies only the binary `mask` head."
-    return not cfg.heads and cfg.task in (None, 'seg') and [(h.name, h.kind, len(h.classes)) for h in heads] == [('mask', 'seg', 0)]
-
 def check_im_size(model, im_size:int):
     "Refuse an `im_size` the model's encoder cannot take (it must be a multiple of its output stride)."
     strides = [m.output_stride for m in model.modules() if isinstance(getattr(m, 'output_stride', None), int)]
@@ -147,20 +135,34 @@ def check_im_size(model, im_size:int):
         raise ConfigError(f"data.im_size: {im_size} is not a multiple of {stride}, the output stride of this model's encoder; "
                           f"use a multiple of {stride}, e.g. {ok}")
 
+def implied_heads(cfg:Config, # the whole config: `heads`, `loss`, `model.classes`
+                  data_heads:list[HeadConfig], # the heads the data module read (declared, or implied by its layout)
+                 ) -> list[HeadConfig]:
+    "The run's heads: the declared ones, or those the data implies with the top-level `loss` (and `model.classes`) applied."
+    if cfg.heads: return list(data_heads)
+    heads = list(data_heads)
+    if (cfg.loss is not None or cfg.model.classes is not None) and len(heads) != 1:
+        raise ConfigError(f"loss/model.classes: the data implies {len(heads)} heads ({', '.join(h.name for h in heads) or 'none'}); "
+                          "declare `heads` with a loss each instead")
+    if cfg.loss is not None:
+        h = heads[0]
+        heads = [HeadConfig.model_validate({**h.model_dump(), 'loss': cfg.loss.model_dump(by_alias=True)})]
+    if cfg.model.classes is not None and cfg.model.classes != head_size(heads[0]):
+        raise ConfigError(f"model.classes: {cfg.model.classes}, but the data's {heads[0].name!r} head has {head_size(heads[0])} output(s); "
+                          "remove model.classes (the heads set the outputs)")
+    return heads
+
 def build_task(cfg:Config):
     """The LightningModule and DataModule for `cfg`. The data is read and checked here, before any training;
-    layouts that imply their heads (class folders, MedMNIST) supply them when the config declares none."""
+    when the config declares no heads the data implies them (the built-in manifest: one binary `mask` head)."""
     from medseg.data import MedDataModule
-    from medseg.models import build_model, select_heads
-    from medseg.task import MultiTask, SegTask
+    from medseg.models import build_model
+    from medseg.task import MultiTask
     extra, m = tuple(cfg.allow_modules), cfg.model
     dm = MedDataModule(cfg.data, cfg.heads or None, in_channels=m.in_channels, seed=cfg.seed)
     dm.prepare_data(); dm.load()
-    if is_single_head(cfg, dm.heads):
-        task = SegTask(build_model(m, extra), instantiate(cfg.loss, extra_allowed=extra), cfg.optimizer, cfg.scheduler, extra, m.lr_mults)
-    else:
-        heads = select_heads(dm.heads, cfg.task)
-        task = MultiTask(build_model(m, extra, heads), heads, cfg.optimizer, cfg.scheduler, extra, m.lr_mults)
+    heads = select_heads(implied_heads(cfg, dm.heads), cfg.recipe)
+    task = MultiTask(build_model(m, extra, heads), heads, cfg.optimizer, cfg.scheduler, extra, m.lr_mults)
     check_im_size(task.model, cfg.data.im_size)
     return task, dm
 
@@ -183,10 +185,8 @@ def _merge_metrics(run:Path):
 def train(cfg:Config) -> RunResult:
     "Fit the model described by `cfg` and return what the run left behind."
     seed_everything(cfg.seed)
-    from medseg.task import SegTask
     task, dm = build_task(cfg)  # data read and checked, model built: a bad config or data stops here, before the run folder
-    validating = cfg.trainer.limit_val_batches != 0
-    monitor, mode = resolve_monitor(cfg.trainer, task.metric_names('val') if validating else [], single=isinstance(task, SegTask))
+    monitor, mode = resolve_monitor(cfg.checkpoint, task, validating=cfg.trainer.limit_val_batches != 0)
     run, resume_from = prepare_run_dir(cfg)
     dm.write_skipped(run)  # `on_bad_sample: skip` lists every skipped sample in run/skipped_samples.csv
     trainer = build_trainer(cfg, run, monitor, mode)

@@ -36,7 +36,7 @@ def test_cli_fit_and_killed_run_resumes(tmp_path, tiny):
     assert summary['resumed_from'].endswith('last.ckpt') and summary['epochs'] == 6
     import pandas as pd
     m = pd.read_csv(run_dir/'metrics.csv')
-    assert sorted(m.dropna(subset=['val_dice']).epoch.unique()) == list(range(6))
+    assert sorted(m.dropna(subset=['val_mask_dice']).epoch.unique()) == list(range(6))
 
 def test_different_run_in_same_folder_is_refused(tmp_path, tiny):
     ok = run([str(BIN/'medseg'), 'fit', *tiny, 'paths.run_name=x', 'trainer.max_epochs=1'])

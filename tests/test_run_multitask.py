@@ -9,7 +9,8 @@ heads:
   - {name: mask, kind: seg}
   - {name: tags, kind: cls, classes: [round, elongated], multilabel: true}
   - {name: age, kind: reg, alpha: 0.01, loss: {_target_: rmse}}
-trainer: {max_epochs: 2, monitor: val_tags_f1}
+trainer: {max_epochs: 2}
+checkpoint: {monitor: val_tags_f1}
 model: {lr_mults: {encoder: 0.5}}
 """
 
@@ -25,16 +26,16 @@ def test_multitask_fit_from_yaml(tmp_path, tiny):
 
 def test_recipe_selects_heads(tmp_path, tiny):
     (tmp_path/'mt.yaml').write_text(MULTI.replace('monitor: val_tags_f1', 'monitor: val_mask_dice'))
-    r = run([str(BIN/'medseg'), 'fit', '--config', str(tmp_path/'mt.yaml'), *tiny, 'paths.run_name=seg_age', 'task=seg_age',
+    r = run([str(BIN/'medseg'), 'fit', '--config', str(tmp_path/'mt.yaml'), *tiny, 'paths.run_name=seg_age', 'recipe=seg_age',
              'trainer.max_epochs=1'])
     assert r.returncode == 0, r.stderr[-3000:]
     cols = set(pd.read_csv(tmp_path/'runs'/'seg_age'/'metrics.csv').columns)
     assert 'val_age_mae' in cols and 'val_mask_dice' in cols and not any(c.startswith('val_tags') for c in cols)
 
 def test_monitor_that_is_never_logged_is_refused_up_front(tmp_path, tiny):
-    (tmp_path/'mt.yaml').write_text(MULTI.replace('monitor: val_tags_f1', 'monitor: val_dice'))
+    (tmp_path/'mt.yaml').write_text(MULTI.replace('monitor: val_tags_f1', 'monitor: val_tag_f1'))
     r = run([str(BIN/'medseg'), 'fit', '--config', str(tmp_path/'mt.yaml'), *tiny, 'paths.run_name=bad'])
-    assert r.returncode == 2 and "trainer.monitor: this run logs no 'val_dice'" in r.stderr
+    assert r.returncode == 2 and "checkpoint.monitor: this run logs no 'val_tag_f1'. Did you mean 'val_tags_f1'" in r.stderr
     assert not (tmp_path/'runs'/'bad').exists()
 
 @pytest.mark.skipif(not (SHARED_DATA/'pneumoniamnist').exists(), reason='../shared/data/pneumoniamnist is absent')
