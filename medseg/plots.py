@@ -19,7 +19,7 @@ __all__ = ['plot_metrics', 'draw_image', 'show_overlays', 'view_batch']
 
 # %% ../nbs/09_plots.ipynb #c005
 def plot_metrics(metrics:pd.DataFrame, # one row per epoch (see `medseg.run.read_metrics`)
-                 keys=('train_loss_epoch', 'val_loss', 'val_dice'), # columns to draw
+                 keys=('train_loss_epoch', 'val_loss', 'val_mask_dice'), # columns to draw (the task's: `['train_loss_epoch', 'val_loss', run.monitor]`)
                 ):
     "Curves of `keys` against the epoch, losses on the left axis and scores on the right."
     import matplotlib.pyplot as plt

@@ -129,7 +129,7 @@ def test_heads_from_a_config_train():
         {'name': 'csi', 'kind': 'zones', 'zones': 6, 'classes': ['0', '1', '2', '3', 'unknown'],
          'loss': {'_target_': 'medseg.losses.ZoneLoss', 'params': {'unknown_weight': .5}}}]})
     mt = MultiTaskLoss(cfg.heads)
-    assert mt.losses[4].unknown_weight == .5 and mt.losses[4].unknown_index == -1
+    assert mt.losses[4].unknown_weight == .5 and mt.losses[4].unknown_index == 4  # the class named 'unknown' (-1 before: the same class here)
     torch.manual_seed(0)
     B = 8
     feats = torch.randn(B, 16)
