@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.medseg-installed
 NB_WORKERS ?= 2
 
-.PHONY: install train test sync-check params-check nbtest pytest docs-check docs bench clean
+.PHONY: install train outputs test test-fast sync-check params-check nbtest nbtest-fast pytest pytest-fast docs-check docs bench clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -20,7 +20,9 @@ train: $(STAMP)  ## the main job: papermill runs nbs/train.ipynb on the built-in
 	@mkdir -p runs
 	$(BIN)/papermill nbs/train.ipynb runs/train-out.ipynb
 
-test: $(STAMP) sync-check params-check nbtest pytest docs-check  ## everything CI runs
+test: $(STAMP) sync-check params-check nbtest pytest docs-check  ## everything, as CI runs it (slow cells and real data included)
+
+test-fast: $(STAMP) nbtest-fast pytest-fast  ## the edit loop: notebooks without slow cells, pytest without slow or real-data tests
 
 sync-check:  ## fail if nbdev_export or nbdev_clean would change a tracked file
 	$(BIN)/python .ci/check_sync.py
@@ -28,14 +30,25 @@ sync-check:  ## fail if nbdev_export or nbdev_clean would change a tracked file
 params-check:  ## each papermill notebook has exactly one `parameters` cell
 	$(BIN)/python .ci/check_params.py nbs/train.ipynb
 
-nbtest:  ## run the notebooks as tests (slow and cuda cells skipped)
+nbtest:  ## run the notebooks as tests, `slow` cells included (`cuda` cells run only where a GPU is: nbdev_test --flags "slow cuda")
+	$(BIN)/nbdev_test --n_workers $(NB_WORKERS) --flags slow
+
+nbtest-fast:  ## the notebooks without their slow cells
 	$(BIN)/nbdev_test --n_workers $(NB_WORKERS)
 
 pytest:  ## integration and fault-injection tests
 	$(BIN)/python -m pytest -q tests
 
-docs-check:  ## nbdev's docs processing + an offline HTML render of every page
+pytest-fast:  ## pytest without the slow sweeps and the real-data tests
+	$(BIN)/python -m pytest -q tests -m "not slow and not realdata"
+
+docs-check:  ## example cells keep their outputs; nbdev's docs processing + an offline HTML render of every page
+	$(BIN)/python .ci/check_outputs.py
 	$(BIN)/python .ci/check_docs.py
+
+outputs: $(STAMP)  ## execute the notebooks and keep their outputs (tables, figures) for the docs pages
+	$(BIN)/python .ci/execute_nbs.py $(NBS)
+	$(BIN)/nbdev_clean
 
 docs: $(STAMP)  ## the docs site (needs quarto); README.md is hand-written and kept (nbdev 2.4's nbdev_docs would regenerate it from index.ipynb)
 	@if command -v quarto >/dev/null; then cp README.md .README.keep && $(BIN)/nbdev_docs; s=$$?; mv .README.keep README.md; exit $$s; else \

@@ -4,13 +4,14 @@
 
 # %% ../nbs/00b_config.ipynb #c002
 from __future__ import annotations
-import os, re, tempfile
+import inspect, os, re, tempfile, types
 from pathlib import Path
-from typing import Any, ClassVar, Literal, Optional, Union
+from typing import Any, ClassVar, Literal, Optional, Union, get_args, get_origin
 
 import numpy as np
 import yaml
 from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
+from pydantic_core import to_jsonable_python
 
 from .core import (ALLOWED_MODULES, ConfigError, Section, Target, check_params, check_target, did_you_mean, import_target,
                    instantiate)
@@ -20,71 +21,73 @@ from .heads import RECIPES, HeadConfig, canonical_metric, check_head_names, reso
 __all__ = ['MODEL_FAMILIES', 'PARAM_GROUPS', 'SamplerConfig', 'DataConfig', 'ModelConfig', 'OptimizerConfig', 'SchedulerConfig',
            'LossConfig', 'TrainerConfig', 'CheckpointConfig', 'LoggingConfig', 'PathsConfig', 'Config', 'parse_value',
            'set_dotted', 'apply_overrides', 'format_errors', 'validate_config', 'read_yaml', 'load_config',
-           'atomic_write', 'config_to_dict', 'save_config', 'seed_everything', 'project_root', 'resolve_path']
+           'atomic_write', 'config_to_dict', 'save_config', 'seed_everything', 'project_root', 'resolve_path',
+           'config_sections', 'config_reference']
 
 # %% ../nbs/00b_config.ipynb #c017
 class SamplerConfig(Section):
     "How samples are drawn from each split: `random` (shuffled), `weighted` (by class or tag) or `sequential`."
-    train: Literal['random', 'weighted', 'sequential'] = 'random'  # the training split
-    val: Literal['random', 'weighted', 'sequential'] = 'sequential'  # the validation split (test and predict are always sequential)
+    train: Literal['random', 'weighted', 'sequential'] = Field('random', description='the training split')
+    val: Literal['random', 'weighted', 'sequential'] = Field('sequential', description='the validation split (test and predict are always sequential)')
 
 class DataConfig(Section):
     "Where the images are, how they are read, split, sampled, augmented and batched."
     # where the data is and how it is laid out
-    data_dir: Path = Path('data/synthetic')  # folder holding the data; paths in a manifest are relative to it
-    layout: Literal['manifest', 'class_folders', 'mask_folders', 'npz', 'images'] = 'manifest'  # manifest CSV; one folder per class; image + mask folders matched by stem; MedMNIST-style npz; a plain image folder
-    manifest: str = 'manifest.csv'  # CSV inside `data_dir`: image path, label columns, mask paths, split, source, group
-    generate: bool = True  # write the built-in synthetic data to `data_dir` when it is missing
-    n_images: int = Field(96, ge=4)  # synthetic images to generate
-    image_col: Union[str, list[str]] = 'image'  # manifest column(s) with image paths; several are stacked as channels
-    split_col: str = 'split'  # manifest column naming each row's split (train/val/test), unless `split_ratios` is set
-    group_col: Optional[str] = None  # column of group (patient) ids: a group never spans splits; None: rows are independent
-    source_col: Optional[str] = 'source'  # column naming each row's source (scanner, site), for `sources` and equal-source sampling
-    frame_col: Optional[str] = 'frame'  # column picking one frame/slice of a multi-frame file; used when it exists
-    image_dir: str = 'images'  # `mask_folders`: folder of images inside `data_dir`
-    mask_dirs: dict[str, Union[str, dict[str, str]]] = {'mask': 'masks'}  # `mask_folders`: seg head -> mask folder, or -> {class: folder} for one file per class
-    npz_file: Optional[str] = None  # `npz`: the file inside `data_dir` (MedMNIST keys `train_images`, `train_labels`, ...)
-    predict_dir: Optional[Path] = None  # folder of images for `predict`; None predicts on the test split
+    data_dir: Path = Field(Path('data/synthetic'), description='folder holding the data; paths in a manifest are relative to it')
+    layout: Literal['manifest', 'class_folders', 'mask_folders', 'npz', 'images'] = Field('manifest', description='manifest CSV; one folder per class; image + mask folders matched by stem; MedMNIST-style npz; a plain image folder')
+    manifest: str = Field('manifest.csv', description='CSV inside `data_dir`: image path, label columns, mask paths, split, source, group')
+    generate: bool = Field(True, description='write the built-in synthetic data to `data_dir` when it is missing')
+    n_images: int = Field(96, ge=4, description='synthetic images to generate')
+    image_col: Union[str, list[str]] = Field('image', description='manifest column(s) with image paths; several are stacked as channels')
+    split_col: str = Field('split', description="manifest column naming each row's split (train/val/test), unless `split_ratios` is set")
+    group_col: Optional[str] = Field(None, description='column of group (patient) ids: a group never spans splits; None: rows are independent')
+    source_col: Optional[str] = Field('source', description="column naming each row's source (scanner, site), for `sources` and equal-source sampling")
+    frame_col: Optional[str] = Field('frame', description='column picking one frame/slice of a multi-frame file; used when it exists')
+    image_dir: str = Field('images', description='`mask_folders`: folder of images inside `data_dir`')
+    mask_dirs: dict[str, Union[str, dict[str, str]]] = Field({'mask': 'masks'}, description='`mask_folders`: seg head -> mask folder, or -> {class: folder} for one file per class')
+    npz_file: Optional[str] = Field(None, description='`npz`: the file inside `data_dir` (MedMNIST keys `train_images`, `train_labels`, ...)')
+    predict_dir: Optional[Path] = Field(None, description='folder of images for `predict`; None predicts on the test split')
     # reading
-    normalize: Literal['auto', 'minmax', 'zscore', 'percentile', 'window', 'none'] = 'auto'  # intensity normalisation (see `medseg.io.normalize_intensity`)
-    window: Optional[tuple[float, float]] = None  # CT window `[centre, width]` for `normalize: window`; None uses the DICOM file's own
-    percentiles: tuple[float, float] = (0.5, 99.5)  # clip range for `normalize: percentile`
-    slice_axis: int = Field(2, ge=0, le=3)  # NIfTI: the voxel axis slices are taken along
-    expand_frames: bool = False  # multi-frame files (volumes, multi-page TIFF, multi-frame DICOM) give one sample per frame; else frames are channels
-    mask_threshold: Optional[float] = Field(0.5, ge=0, le=1)  # binary masks: foreground above this fraction of the maximum; None: any non-zero (instance masks)
-    unknown_values: list[str] = ['unknown', '?', '-1', 'nan', 'NaN', 'NA', 'N/A', 'missing']  # cell values meaning "label not known" (masked out, never a negative)
-    tag_sep: str = '|'  # separator of multi-label tags and zone values in one cell
+    normalize: Literal['auto', 'minmax', 'zscore', 'percentile', 'window', 'none'] = Field('auto', description='intensity normalisation (see `medseg.io.normalize_intensity`)')
+    window: Optional[tuple[float, float]] = Field(None, description="CT window `[centre, width]` for `normalize: window`; None uses the DICOM file's own")
+    percentiles: tuple[float, float] = Field((0.5, 99.5), description='clip range for `normalize: percentile`')
+    slice_axis: int = Field(2, ge=0, le=3, description='NIfTI: the voxel axis slices are taken along')
+    expand_frames: bool = Field(False, description='multi-frame files (volumes, multi-page TIFF, multi-frame DICOM) give one sample per frame; else frames are channels')
+    mask_threshold: Optional[float] = Field(0.5, ge=0, le=1, description='binary masks: foreground above this fraction of the maximum; None: any non-zero (instance masks)')
+    unknown_values: list[str] = Field(['unknown', '?', '-1', 'nan', 'NaN', 'NA', 'N/A', 'missing'], description='cell values meaning "label not known" (masked out, never a negative)')
+    tag_sep: str = Field('|', description='separator of multi-label tags and zone values in one cell')
     # splitting
-    split_ratios: Optional[list[float]] = None  # e.g. [0.6, 0.2, 0.2]: train/val(/test) shares drawn under the seed instead of a split column
-    stratify: Optional[str] = None  # cls head whose labels ratio splits keep balanced; None: the first cls head
-    sources: list[str] = []  # keep only these sources (empty: all)
+    split_ratios: Optional[list[float]] = Field(None, description='e.g. [0.6, 0.2, 0.2]: train/val(/test) shares drawn under the seed instead of a split column')
+    stratify: Optional[str] = Field(None, description='cls head whose labels ratio splits keep balanced; None: the first cls head')
+    sources: list[str] = Field([], description='keep only these sources (empty: all)')
     # sampling
-    sampler: SamplerConfig = SamplerConfig()  # how each split is drawn: `{train: random, val: sequential}`
-    train_samples: Optional[int] = Field(None, ge=1)  # samples drawn per training epoch (None: the training set size)
-    validation_samples: Optional[int] = Field(None, ge=1)  # samples per validation epoch for a random/weighted val sampler
-    sampling_tags: list[str] = []  # classes (of cls heads; `other` = none of them) that weighted sampling balances
-    user_class_wts: list[float] = []  # sampling weight of each of `sampling_tags` (empty: equal)
-    equal_source_sampling: bool = False  # draw each source equally often
+    sampler: SamplerConfig = Field(SamplerConfig(), description='how each split is drawn: `{train: random, val: sequential}`')
+    train_samples: Optional[int] = Field(None, ge=1, description='samples drawn per training epoch (None: the training set size)')
+    validation_samples: Optional[int] = Field(None, ge=1, description='samples per validation epoch for a random/weighted val sampler')
+    sampling_tags: list[str] = Field([], description='classes (of cls heads; `other` = none of them) that weighted sampling balances')
+    sampling_weights: list[float] = Field([], description='sampling weight of each of `sampling_tags` (empty: equal)')
+    equal_source_sampling: bool = Field(False, description='draw each source equally often')
     # augmentation and batching
-    im_size: int = Field(64, ge=16)  # images are resized to `im_size` x `im_size`
-    train_augs: list[dict[str, Optional[dict[str, Any]]]] = [{'HorizontalFlip': {'p': 0.5}}, {'VerticalFlip': {'p': 0.5}},
-                                                   {'RandomRotate90': {'p': 0.5}}]  # albumentations, `{Name: {params}}`
-    val_augs: list[dict[str, Optional[dict[str, Any]]]] = []  # applied to val/test before resizing
-    predict_augs: Optional[list[dict[str, Optional[dict[str, Any]]]]] = None  # applied for predict (None: `val_augs`)
-    mean: Optional[list[float]] = None  # per-channel mean subtracted after augmentation (images in [0, 1]); None: no shift
-    std: Optional[list[float]] = None  # per-channel standard deviation divided by after augmentation
-    batch_size: int = Field(8, ge=1)  # samples per batch
-    num_workers: int = Field(0, ge=0)  # DataLoader workers (0 is fastest for small data on few cores)
-    pin_memory: bool = False  # pin host memory for faster GPU transfer
-    persistent_workers: bool = True  # keep workers alive between epochs (when `num_workers` > 0)
-    drop_last: bool = False  # drop the last incomplete training batch
-    uint8_batches: bool = True  # 8-bit images and binary masks leave the workers as bytes (a quarter of float32); `MedDataModule` makes them float and normalised on the device
-    cache: bool = False  # keep decoded (pre-augmentation) samples in memory; for data sets that fit
-    cache_max_gb: float = Field(4.0, gt=0)  # stop caching beyond this many GB
-    cache_dir: Optional[Path] = None  # also keep decoded samples as files here (any data size; reused across epochs, workers and runs)
+    im_size: int = Field(64, ge=16, description='images are resized to `im_size` x `im_size`')
+    train_augs: list[dict[str, Optional[dict[str, Any]]]] = Field([{'HorizontalFlip': {'p': 0.5}}, {'VerticalFlip': {'p': 0.5}},
+                                                         {'RandomRotate90': {'p': 0.5}}], description='albumentations, `{Name: {params}}`')
+    val_augs: list[dict[str, Optional[dict[str, Any]]]] = Field([], description='applied to val/test before resizing')
+    predict_augs: Optional[list[dict[str, Optional[dict[str, Any]]]]] = Field(None, description='applied for predict (None: `val_augs`)')
+    mean: Optional[list[float]] = Field(None, description='per-channel mean subtracted after augmentation (images in [0, 1]); None: no shift')
+    std: Optional[list[float]] = Field(None, description='per-channel standard deviation divided by after augmentation')
+    batch_size: int = Field(8, ge=1, description='samples per batch')
+    num_workers: int = Field(0, ge=0, description='DataLoader workers (0 is fastest for small data on few cores)')
+    pin_memory: bool = Field(False, description='pin host memory for faster GPU transfer')
+    persistent_workers: bool = Field(True, description='keep workers alive between epochs (when `num_workers` > 0)')
+    drop_last: bool = Field(False, description='drop the last incomplete training batch')
+    uint8_batches: bool = Field(True, description='8-bit images and binary masks leave the workers as bytes (a quarter of float32); `MedDataModule` makes them float and normalised on the device')
+    cache: bool = Field(False, description='keep decoded (pre-augmentation) samples in memory; for data sets that fit')
+    cache_max_gb: float = Field(4.0, gt=0, description='stop caching beyond this many GB')
+    cache_dir: Optional[Path] = Field(None, description='also keep decoded samples as files here (any data size; reused across epochs, workers and runs)')
     # bad data
-    check_data: Literal['exists', 'header', 'decode'] = 'header'  # checked before training: files exist; + headers (sizes match); + every file decodes
-    on_bad_sample: Literal['raise', 'skip'] = 'raise'  # a bad sample stops the run, or is skipped and listed in the run folder
+    check_data: Literal['exists', 'header', 'decode'] = Field('header', description='checked before training: files exist; + headers (sizes match); + every file decodes')
+    on_bad_sample: Literal['raise', 'skip'] = Field('raise', description='a bad sample stops the run, or is skipped and listed in the run folder')
+    renamed: ClassVar[dict[str, str]] = {'user_class_wts': 'sampling_weights'}  # the source systems' name (the CXR multi-task system)
 
     @field_validator('train_augs', 'val_augs', 'predict_augs', mode='before')
     @classmethod
@@ -129,12 +132,12 @@ class DataConfig(Section):
         if self.mean is not None:
             if len(self.mean) != len(self.std): raise ValueError(f"data.mean has {len(self.mean)} values but data.std has {len(self.std)}")
             if any(s <= 0 for s in self.std): raise ValueError(f"data.std values must be > 0, got {self.std}")
-        if self.user_class_wts:
-            if len(self.user_class_wts) != len(self.sampling_tags):
-                raise ValueError(f"data.user_class_wts has {len(self.user_class_wts)} weights for {len(self.sampling_tags)} "
+        if self.sampling_weights:
+            if len(self.sampling_weights) != len(self.sampling_tags):
+                raise ValueError(f"data.sampling_weights has {len(self.sampling_weights)} weights for {len(self.sampling_tags)} "
                                  f"data.sampling_tags ({', '.join(self.sampling_tags) or 'none'}): give one weight per tag")
-            if any(w < 0 for w in self.user_class_wts) or not any(self.user_class_wts):
-                raise ValueError(f"data.user_class_wts must be >= 0 and not all 0, got {self.user_class_wts}")
+            if any(w < 0 for w in self.sampling_weights) or not any(self.sampling_weights):
+                raise ValueError(f"data.sampling_weights must be >= 0 and not all 0, got {self.sampling_weights}")
         if self.layout == 'npz' and not self.npz_file: raise ValueError("data.layout 'npz' needs data.npz_file (the .npz inside data_dir)")
         if not self.tag_sep: raise ValueError("data.tag_sep must not be empty")
         return self
@@ -142,21 +145,21 @@ class DataConfig(Section):
 # %% ../nbs/00b_config.ipynb #c018
 class ModelConfig(Section):
     "The network: a `family` and its `arch` (smp `arch` + `encoder` by default), or any class by `target`."
-    family: str = 'smp'  # smp, monai, timm, torchvision, plain or hf (see `medseg.models.list_models`)
-    arch: str = 'Unet'  # network name in its family: smp architecture (the seed systems' `decoder`), MONAI net, timm/torchvision model, `PlainCNN`, hf model type
-    encoder: str = 'resnet18'  # smp encoder name, including timm `tu-` encoders
-    encoder_weights: Optional[str] = None  # named pretrained weights (`imagenet`, ...: downloads), an encoder weights file, or None/`none`: from scratch
-    in_channels: int = Field(1, ge=1)  # image channels fed to the network
-    classes: Optional[int] = Field(None, ge=1)  # outputs of a model without `heads` (a bare network); with heads, each head's `classes` sets its outputs
-    params: dict[str, Any] = {}  # extra keyword arguments of the network, e.g. smp `decoder_channels`, MONAI `features`
-    weights: Optional[Path] = None  # checkpoint or state_dict file loaded after building (Lightning `.ckpt`, `.pt`, `.safetensors`)
-    strict: bool = True  # `weights` must match the model tensor for tensor; false skips and reports the rest
-    freeze_encoder: Union[bool, float] = False  # freeze the encoder (true) or that share (0..1) of its parameter tensors, first ones first
-    unfreeze_epoch: Optional[int] = Field(None, ge=0)  # epoch at which a frozen encoder is unfrozen; None: never
-    lr_mults: dict[str, float] = {}  # learning-rate multiplier per parameter group: encoder, decoder, heads (or model)
-    head_dropout: float = Field(0.0, ge=0, lt=1)  # multi-task: dropout before each classification, regression and zone head
-    zone_grid: Optional[tuple[int, int]] = None  # zones head: pool a rows x cols grid, one cell per zone (CSI: 3 x 2); None: global pooling
-    target: Optional[Target] = None  # any other model class, e.g. `monai.networks.nets.BasicUNet`
+    family: str = Field('smp', description='smp, monai, timm, torchvision, plain or hf (see `medseg.models.list_models`)')
+    arch: str = Field('Unet', description="network name in its family: smp architecture (the seed systems' `decoder`), MONAI net, timm/torchvision model, `PlainCNN`, hf model type")
+    encoder: str = Field('resnet18', description='smp encoder name, including timm `tu-` encoders')
+    encoder_weights: Optional[str] = Field(None, description='named pretrained weights (`imagenet`, ...: downloads), an encoder weights file, or None/`none`: from scratch')
+    in_channels: int = Field(1, ge=1, description='image channels fed to the network')
+    classes: Optional[int] = Field(None, ge=1, description="outputs of a model without `heads` (a bare network); with heads, each head's `classes` sets its outputs")
+    params: dict[str, Any] = Field({}, description='extra keyword arguments of the network, e.g. smp `decoder_channels`, MONAI `features`')
+    weights: Optional[Path] = Field(None, description='checkpoint or state_dict file loaded after building (Lightning `.ckpt`, `.pt`, `.safetensors`)')
+    strict: bool = Field(True, description='`weights` must match the model tensor for tensor; false skips and reports the rest')
+    freeze_encoder: Union[bool, float] = Field(False, description='freeze the encoder (true) or that share (0..1) of its parameter tensors, first ones first')
+    unfreeze_epoch: Optional[int] = Field(None, ge=0, description='epoch at which a frozen encoder is unfrozen; None: never')
+    lr_mults: dict[str, float] = Field({}, description='learning-rate multiplier per parameter group: encoder, decoder, heads (or model)')
+    head_dropout: float = Field(0.0, ge=0, lt=1, description='multi-task: dropout before each classification, regression and zone head')
+    zone_grid: Optional[tuple[int, int]] = Field(None, description='zones head: pool a rows x cols grid, one cell per zone (CSI: 3 x 2); None: global pooling')
+    target: Optional[Target] = Field(None, description='any other model class, e.g. `monai.networks.nets.BasicUNet`')
     renamed: ClassVar[dict[str, str]] = {'decoder': 'arch'}  # the source systems' name for the smp architecture
 
     @field_validator('family')
@@ -201,13 +204,13 @@ PARAM_GROUPS = ('encoder', 'decoder', 'heads', 'model')  # keys of `model.lr_mul
 # %% ../nbs/00b_config.ipynb #c019
 class OptimizerConfig(Target):
     "Any `torch.optim` optimizer; `params` are its keyword arguments."
-    target: str = Field('torch.optim.AdamW', alias='_target_')
-    params: dict[str, Any] = {'lr': 1e-3, 'weight_decay': 1e-4}
+    target: str = Field('torch.optim.AdamW', alias='_target_', description='dotted path of the optimizer class (`_target_`)')
+    params: dict[str, Any] = Field({'lr': 1e-3, 'weight_decay': 1e-4}, description='keyword arguments of the optimizer (the model parameters are passed for you)')
 
 class SchedulerConfig(Target):
     "Any `torch.optim.lr_scheduler` class, stepped every `interval`, watching `monitor` where it needs one."
-    interval: Literal['epoch', 'step'] = 'epoch'  # when Lightning steps the scheduler
-    monitor: str = 'val_loss'  # metric for `ReduceLROnPlateau` (old names such as `val_dice` are mapped to the naming rule)
+    interval: Literal['epoch', 'step'] = Field('epoch', description='when Lightning steps the scheduler')
+    monitor: str = Field('val_loss', description='metric for `ReduceLROnPlateau` (old names such as `val_dice` are mapped to the naming rule)')
 
     @field_validator('monitor')
     @classmethod
@@ -219,25 +222,25 @@ class LossConfig(Target):
 # %% ../nbs/00b_config.ipynb #c020
 class TrainerConfig(Section):
     "Arguments of `lightning.Trainer`, passed to it whole."
-    max_epochs: int = Field(6, ge=1)  # training epochs
-    accelerator: str = 'auto'  # cpu, gpu, mps or auto
-    devices: Union[int, str, list[int]] = 'auto'  # device count, ids or auto
-    strategy: str = 'auto'  # e.g. ddp
-    precision: str = '32-true'  # e.g. 16-mixed, bf16-mixed
-    accumulate_grad_batches: int = Field(1, ge=1)  # batches per optimizer step
-    gradient_clip_val: Optional[float] = None  # clip gradient norm
-    limit_train_batches: Union[int, float] = 1.0  # fraction or count of train batches per epoch
-    limit_val_batches: Union[int, float] = 1.0  # fraction or count of val batches per epoch
-    log_every_n_steps: int = Field(10, ge=1)  # logging interval
-    deterministic: bool = False  # torch deterministic algorithms
-    fast_dev_run: bool = False  # one batch of train and val, no outputs kept
-    enable_progress_bar: bool = False  # progress bars clutter papermill outputs
+    max_epochs: int = Field(6, ge=1, description='training epochs')
+    accelerator: str = Field('auto', description='cpu, gpu, mps or auto')
+    devices: Union[int, str, list[int]] = Field('auto', description='device count, ids or auto')
+    strategy: str = Field('auto', description='e.g. ddp')
+    precision: str = Field('32-true', description='e.g. 16-mixed, bf16-mixed')
+    accumulate_grad_batches: int = Field(1, ge=1, description='batches per optimizer step')
+    gradient_clip_val: Optional[float] = Field(None, description='clip gradient norm')
+    limit_train_batches: Union[int, float] = Field(1.0, description='fraction or count of train batches per epoch')
+    limit_val_batches: Union[int, float] = Field(1.0, description='fraction or count of val batches per epoch')
+    log_every_n_steps: int = Field(10, ge=1, description='logging interval')
+    deterministic: bool = Field(False, description='torch deterministic algorithms')
+    fast_dev_run: bool = Field(False, description='one batch of train and val, no outputs kept')
+    enable_progress_bar: bool = Field(False, description='progress bars clutter papermill outputs')
 
 class CheckpointConfig(Section):
     "Which checkpoints a run keeps: the best by `monitor`, plus `last.ckpt`."
-    monitor: Optional[str] = None  # metric that picks the best checkpoint; None: the first seg head's Dice (`val_mask_dice`), else `val_loss`
-    mode: Optional[Literal['min', 'max']] = None  # whether `monitor` should go up or down; None: from the metric itself (losses down, scores up)
-    save_top_k: int = Field(1, ge=-1)  # best checkpoints kept (plus `last.ckpt`)
+    monitor: Optional[str] = Field(None, description="metric that picks the best checkpoint; None: the first seg head's Dice (`val_mask_dice`), else `val_loss`")
+    mode: Optional[Literal['min', 'max']] = Field(None, description='whether `monitor` should go up or down; None: from the metric itself (losses down, scores up)')
+    save_top_k: int = Field(1, ge=-1, description='best checkpoints kept (plus `last.ckpt`)')
 
     @field_validator('monitor')
     @classmethod
@@ -245,34 +248,34 @@ class CheckpointConfig(Section):
 
 class LoggingConfig(Section):
     "Experiment loggers. CSV always; others are extras."
-    loggers: list[Literal['csv', 'tensorboard', 'wandb', 'mlflow']] = ['csv']  # which loggers
-    project: str = 'medseg'  # project name for W&B / MLflow
-    wandb_mode: Literal['online', 'offline', 'disabled'] = 'offline'  # W&B mode; offline needs no login
+    loggers: list[Literal['csv', 'tensorboard', 'wandb', 'mlflow']] = Field(['csv'], description='which loggers')
+    project: str = Field('medseg', description='project name for W&B / MLflow')
+    wandb_mode: Literal['online', 'offline', 'disabled'] = Field('offline', description='W&B mode; offline needs no login')
 
 class PathsConfig(Section):
     "Where runs go."
-    out_dir: Path = Path('runs')  # parent folder of run folders
-    run_name: Optional[str] = None  # run folder name; default `<arch>-<encoder>-<time>`
-    resume: bool = True  # resume from `last.ckpt` when the run folder holds this same run
+    out_dir: Path = Field(Path('runs'), description='parent folder of run folders')
+    run_name: Optional[str] = Field(None, description='run folder name; default `<arch>-<encoder>-<time>`')
+    resume: bool = Field(True, description='resume from `last.ckpt` when the run folder holds this same run')
 
 # %% ../nbs/00b_config.ipynb #c022
 _MOVED = {('trainer', k): ('checkpoint', k) for k in ('monitor', 'mode', 'save_top_k')}  # old location: new location
 
 class Config(Section):
     "The whole medseg configuration."
-    seed: int = 42  # seeds python, numpy, torch and dataloader workers
-    recipe: Optional[str] = None  # which `heads` to train: cls, seg, cls_seg, seg_age, cls_seg_age, zones; None: all of them
-    allow_modules: list[str] = []  # extra package prefixes that `_target_` may import
-    data: DataConfig = DataConfig()
-    model: ModelConfig = ModelConfig()
-    heads: list[HeadConfig] = []  # the model's outputs and their labels; empty: implied by the data (the built-in job: one binary `mask` head)
-    loss: Union[str, LossConfig, None] = None  # the loss of the implied head when `heads` is empty (short name or `_target_`); None: its default
-    optimizer: OptimizerConfig = OptimizerConfig()
-    scheduler: Optional[SchedulerConfig] = None
-    trainer: TrainerConfig = TrainerConfig()
-    checkpoint: CheckpointConfig = CheckpointConfig()
-    logging: LoggingConfig = LoggingConfig()
-    paths: PathsConfig = PathsConfig()
+    seed: int = Field(42, description='seeds python, numpy, torch and dataloader workers')
+    recipe: Optional[str] = Field(None, description='which `heads` to train: cls, seg, cls_seg, seg_age, cls_seg_age, zones; None: all of them')
+    allow_modules: list[str] = Field([], description='extra package prefixes that `_target_` may import')
+    data: DataConfig = Field(DataConfig(), description='where the images are and how they are read, split, sampled, augmented and batched')
+    model: ModelConfig = Field(ModelConfig(), description='the network')
+    heads: list[HeadConfig] = Field([], description="the model's outputs and their labels; empty: implied by the data (the built-in job: one binary `mask` head)")
+    loss: Union[str, LossConfig, None] = Field(None, description='the loss of the implied head when `heads` is empty (short name or `_target_`); None: its default')
+    optimizer: OptimizerConfig = Field(OptimizerConfig(), description='the optimizer')
+    scheduler: Optional[SchedulerConfig] = Field(None, description='the learning-rate scheduler; None: a constant learning rate')
+    trainer: TrainerConfig = Field(TrainerConfig(), description='arguments of `lightning.Trainer`')
+    checkpoint: CheckpointConfig = Field(CheckpointConfig(), description='which checkpoints a run keeps')
+    logging: LoggingConfig = Field(LoggingConfig(), description='experiment loggers')
+    paths: PathsConfig = Field(PathsConfig(), description='where runs go')
     renamed: ClassVar[dict[str, str]] = {'task': 'recipe'}  # the name before the redesign
 
     @model_validator(mode='before')
@@ -438,3 +441,77 @@ def resolve_path(p, root=None) -> Path:
     "`p` made absolute against `root` (default: `project_root()`); `~` is expanded."
     p = Path(p).expanduser()
     return p if p.is_absolute() else (Path(root) if root else project_root())/p
+
+# %% ../nbs/00b_config.ipynb #c044
+def _type_name(t, top:bool=True) -> str:
+    "A type annotation as a reader would write it: `int`, `Optional[Path]`, `list[str]`; a top-level `Literal` as `'a' | 'b'`."
+    origin, args = get_origin(t), get_args(t)
+    name = lambda a: _type_name(a, top=False)
+    if t is type(None): return 'None'
+    if t is Any: return 'Any'
+    if origin is Literal: return ' | '.join(map(repr, args)) if top else f"Literal[{', '.join(map(repr, args))}]"
+    if origin in (Union, types.UnionType):
+        rest = [a for a in args if a is not type(None)]
+        if len(rest) == len(args): return f"Union[{', '.join(map(name, args))}]"
+        if len(rest) > 1: return f"Union[{', '.join(map(name, rest))}, None]"
+        return f"{_type_name(rest[0])} | None" if top and get_origin(rest[0]) is Literal else f"Optional[{name(rest[0])}]"
+    if origin is not None: return f"{getattr(origin, '__name__', str(origin))}[{', '.join(map(name, args))}]"
+    return t.__name__ if isinstance(t, type) else str(t).replace('typing.', '')
+
+def _yamlish(v) -> str:
+    "A default value as it would be written in a YAML config (flow style, one line)."
+    s = yaml.safe_dump(to_jsonable_python(v), default_flow_style=True, sort_keys=False, width=10**6).strip()
+    return s.removesuffix('...').strip()  # a scalar document ends with `...`
+
+# %% ../nbs/00b_config.ipynb #c046
+def _sections_in(ann, suffix:str='') -> list:
+    "(section class, key suffix) of each config section inside an annotation; `[]` marks a list of them."
+    if isinstance(ann, type) and issubclass(ann, BaseModel): return [(ann, suffix)]
+    sub = '[]' if get_origin(ann) in (list, tuple) else ''
+    return [r for a in get_args(ann) for r in _sections_in(a, suffix + sub)]
+
+def _field_default(f, name:str, default):
+    "(required, value) of field `name`: from the section's `default` instance when there is one, else the field's own."
+    if default is not None: return False, getattr(default, name)
+    return (True, None) if f.is_required() else (False, f.get_default(call_default_factory=True))
+
+def config_sections(model=Config, # a config section class
+                    path:str='', # its dotted key (`''` for the top level)
+                    default=None, # its default instance, when its parent has one
+                   ):
+    "Yield `(path, section class, default instance or None)` for `model` and every section inside it, depth first."
+    yield path, model, default
+    for name, f in model.model_fields.items():
+        key = f.alias or name
+        _, v = _field_default(f, name, default)
+        for sub, suffix in _sections_in(f.annotation):
+            yield from config_sections(sub, f"{path}.{key}{suffix}".lstrip('.'), v if isinstance(v, sub) else None)
+
+# %% ../nbs/00b_config.ipynb #c048
+def _cell(s:str) -> str:
+    "Text for a Markdown table cell: pipes escaped, one line."
+    return str(s).replace('|', r'\|').replace('\n', ' ')
+
+def _code(s:str) -> str:
+    "`s` as inline code in a table cell; the parts around ` | ` each in their own code span, since renderers differ on pipes inside one."
+    return r' \| '.join(f"`{p}`" if '|' not in p else _cell(p) for p in s.split(' | '))
+
+def config_reference(model=Config, # the config class to describe
+                    ) -> str:
+    "Markdown reference of every section of `model`: a `###` heading and docstring each, then `| key | type | default | description |`."
+    moved = {f'{s2}.{k2}': f'{s}.{k}' for (s, k), (s2, k2) in _MOVED.items()}  # new location: old location
+    out = []
+    for path, m, default in config_sections(model):
+        out += [f"### {path or 'Top level'}", '', f"`{m.__name__}`: {inspect.getdoc(m) or ''}", '',
+                '| key | type | default | description |', '| --- | --- | --- | --- |']
+        also = {new: old for old, new in getattr(m, 'renamed', {}).items()}
+        for name, f in m.model_fields.items():
+            key = f.alias or name
+            req, v = _field_default(f, name, default)
+            sub = f"{path}.{key}".lstrip('.')
+            dflt = 'required' if req else f"see `{sub}`" if isinstance(v, BaseModel) else _code(_yamlish(v))
+            olds = [f"`{o}`" for o in (also.get(name), moved.get(sub)) if o]
+            desc = (f.description or '') + (f" (also read: {', '.join(olds)})" if olds else '')
+            out.append(f"| `{key}` | {_code(_type_name(f.annotation))} | {dflt} | {_cell(desc)} |")
+        out.append('')
+    return '\n'.join(out)

@@ -71,8 +71,8 @@ class Section(BaseModel):
 
 class Target(Section):
     "Any class by dotted path (`_target_`) and keyword `params`."
-    target: str = Field(alias='_target_')
-    params: dict[str, Any] = {}
+    target: str = Field(alias='_target_', description='dotted path of the class, e.g. `torch.optim.SGD`; its package must be on the allowlist or in `allow_modules`')
+    params: dict[str, Any] = Field({}, description='keyword arguments of the class')
 
 # %% ../nbs/00_core.ipynb #c014
 def check_params(obj, params:dict, name:str, skip:int=0):

@@ -112,17 +112,17 @@ def resolve_loss_spec(spec=None, # short name, `{_target_, params}`, a `Target`,
 # %% ../nbs/00a_heads.ipynb #h014
 class HeadConfig(Section):
     "One output of a model and the label it learns from."
-    name: str  # key of this head in the batch, the model's output dict and the metric names (`val_<name>_dice`)
-    kind: Literal['seg', 'cls', 'reg', 'zones']  # segmentation, classification, regression (e.g. age), zone scores
-    classes: list[str] = []  # cls: class names; seg: one channel per name (none: one binary channel); zones: classes per zone (incl. unknown)
-    multilabel: bool = False  # cls: independent sigmoid per class (tags) instead of one softmax
-    multiclass: bool = False  # seg: one label map over `classes` (softmax, background first) instead of one binary channel per class
-    column: Optional[str] = None  # manifest column holding the label (default: `name`)
-    zones: int = Field(0, ge=0)  # zones head: number of zones (the CSI system: 6)
-    alpha: float = Field(1.0, ge=0)  # weight of this head's loss in the total
-    threshold: float = Field(0.5, gt=0, lt=1)  # probability above which a sigmoid output counts as positive (metrics, predictions)
-    f_beta: float = Field(1.0, gt=0)  # cls: beta of the extra F-beta metrics (1: F1 only)
-    loss: Union[str, Target, None] = Field(None, validate_default=True)  # short name or `{_target_, params}`; none: the default for the head's labels (saved resolved)
+    name: str = Field(description="key of this head in the batch, the model's output dict and the metric names (`val_<name>_dice`)")
+    kind: Literal['seg', 'cls', 'reg', 'zones'] = Field(description='segmentation, classification, regression (e.g. age), zone scores')
+    classes: list[str] = Field([], description='cls: class names; seg: one channel per name (none: one binary channel); zones: classes per zone (incl. unknown)')
+    multilabel: bool = Field(False, description='cls: independent sigmoid per class (tags) instead of one softmax')
+    multiclass: bool = Field(False, description='seg: one label map over `classes` (softmax, background first) instead of one binary channel per class')
+    column: Optional[str] = Field(None, description='manifest column holding the label (default: `name`)')
+    zones: int = Field(0, ge=0, description='zones head: number of zones (the CSI system: 6)')
+    alpha: float = Field(1.0, ge=0, description="weight of this head's loss in the total")
+    threshold: float = Field(0.5, gt=0, lt=1, description='probability above which a sigmoid output counts as positive (metrics, predictions)')
+    f_beta: float = Field(1.0, gt=0, description='cls: beta of the extra F-beta metrics (1: F1 only)')
+    loss: Union[str, Target, None] = Field(None, validate_default=True, description="short name or `{_target_, params}`; none: the default for the head's labels (saved resolved)")
     renamed: ClassVar[dict[str, str]] = {'f1_beta_value': 'f_beta'}  # the chest X-ray system's name
 
     @field_validator('name')

@@ -98,7 +98,6 @@ def make_synthetic(out_dir, # folder to write; created if missing
         (out/'masks'/f'{stem}.png').write_bytes(png_bytes(Image.fromarray(((lab > 0) * 255).astype(np.uint8))))
         (out/'masks_mc'/f'{stem}.png').write_bytes(png_bytes(Image.fromarray(lab)))
         present = [CLASSES[c] for c in (1, 2) if (lab == c).any()]
-        n_obj = len(np.unique(lab)) - 1
         age = 20 + 4 * (lab > 0).mean() * 100 + rng.normal(0, 2)
         pat = i // 2
         rows.append(dict(image=f'images/{stem}.png', mask=f'masks/{stem}.png', mask_mc=f'masks_mc/{stem}.png',

@@ -38,6 +38,7 @@ def test_monitor_that_is_never_logged_is_refused_up_front(tmp_path, tiny):
     assert r.returncode == 2 and "checkpoint.monitor: this run logs no 'val_tag_f1'. Did you mean 'val_tags_f1'" in r.stderr
     assert not (tmp_path/'runs'/'bad').exists()
 
+@pytest.mark.realdata
 @pytest.mark.skipif(not (SHARED_DATA/'pneumoniamnist').exists(), reason='../shared/data/pneumoniamnist is absent')
 def test_pneumoniamnist_classification_learns(tmp_path):
     "Real chest X-rays (MedMNIST npz): a small CNN trained for 2 epochs beats chance clearly on the val split."

@@ -87,7 +87,7 @@ def sample_weights(buckets=None, # bucket per sample (None: one bucket)
         if tot <= 0: continue
         for x in present:
             mm = m & (b == x); w[mm] = bw[x] / tot / mm.sum() / len(us)
-    if w.sum() <= 0: raise ConfigError("sampling weights are all zero: check data.sampling_tags and data.user_class_wts")
+    if w.sum() <= 0: raise ConfigError("sampling weights are all zero: check data.sampling_tags and data.sampling_weights")
     return w / w.sum()
 
 # %% ../../nbs/03d_data.sampling.ipynb #s012
@@ -105,7 +105,7 @@ def sampler_modes(cfg:DataConfig, # the `data` section
 # %% ../../nbs/03d_data.sampling.ipynb #s015
 def draw_weights(s:Samples, # the split's samples
                  heads:Sequence[HeadConfig], # the heads (tags and classes come from cls heads)
-                 cfg:DataConfig, # `sampling_tags`, `user_class_wts`, `equal_source_sampling`
+                 cfg:DataConfig, # `sampling_tags`, `sampling_weights`, `equal_source_sampling`
                  split:str='train', # named in errors
                 ) -> np.ndarray:
     "Per-sample probabilities for weighted sampling of `s` as the config asks."
@@ -114,8 +114,8 @@ def draw_weights(s:Samples, # the split's samples
         b = tag_buckets(s, heads, c.sampling_tags)
         if 'other' not in c.sampling_tags and (n_other := int((b == 'other').sum())):
             raise ConfigError(f"data.sampling_tags: {n_other} {split} samples carry none of {', '.join(c.sampling_tags)}; add 'other' "
-                              "(with a weight in data.user_class_wts) so they can be drawn")
-        wts = dict(zip(c.sampling_tags, c.user_class_wts or [1.0] * len(c.sampling_tags)))
+                              "(with a weight in data.sampling_weights) so they can be drawn")
+        wts = dict(zip(c.sampling_tags, c.sampling_weights or [1.0] * len(c.sampling_tags)))
     else:
         cls = [h for h in heads if h.kind == 'cls']
         if not cls: raise ConfigError("data.sampler: weighted sampling needs a cls head or data.sampling_tags")
