@@ -45,9 +45,15 @@ def run_dir_for(cfg:Config) -> Path:
     return resolve_path(cfg.paths.out_dir)/name
 
 # %% ../nbs/08_run.ipynb #c006
+_OLD_IMPLIED = {'loss': {'_target_': 'medseg.losses.DiceBCELoss', 'params': {}}, 'classes': 1}  # spelled out before the redesign
+
 def _comparable(cfg:Config) -> dict:
-    "The config as saved, minus what may differ between a run and its resumption."
-    d = config_to_dict(cfg); d['trainer'].pop('max_epochs', None); return d
+    "The config as saved, minus what may differ between a run and its resumption (or between medseg versions)."
+    d = config_to_dict(cfg); d['trainer'].pop('max_epochs', None)
+    if not d['heads']:  # configs saved before the redesign name the implied head's defaults explicitly
+        if d['loss'] == _OLD_IMPLIED['loss']: d['loss'] = None
+        if d['model']['classes'] == _OLD_IMPLIED['classes']: d['model']['classes'] = None
+    return d
 
 def prepare_run_dir(cfg:Config) -> tuple[Path, Optional[Path]]:
     "Create (or reopen) the run folder; return it and the checkpoint to resume from, if any."
