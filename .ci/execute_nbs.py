@@ -16,7 +16,7 @@ def _skip(cell) -> bool:
     if cell.cell_type != 'code': return True
     if 'nbdev_export' + '(' in cell.source: return True
     first = [l for l in cell.source.splitlines() if l.startswith('#|')]
-    return any(f in l.split() for l in first for f in SKIP_FLAGS)
+    return any(f in l.split() for l in first for f in SKIP_FLAGS) or any(l.replace(' ', '') == '#|eval:false' for l in first)
 
 def execute(path:Path):
     nb = read_nb(path)

@@ -10,7 +10,7 @@ from typing import Any, ClassVar, Literal, Optional, Union, get_args, get_origin
 
 import numpy as np
 import yaml
-from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic_core import to_jsonable_python
 
 from .core import (ALLOWED_MODULES, ConfigError, Section, Target, check_params, check_target, did_you_mean, import_target,
@@ -18,11 +18,11 @@ from .core import (ALLOWED_MODULES, ConfigError, Section, Target, check_params, 
 from .heads import RECIPES, HeadConfig, canonical_metric, check_head_names, resolve_loss_spec
 
 # %% auto #0
-__all__ = ['MODEL_FAMILIES', 'PARAM_GROUPS', 'SamplerConfig', 'DataConfig', 'ModelConfig', 'OptimizerConfig', 'SchedulerConfig',
-           'LossConfig', 'TrainerConfig', 'CheckpointConfig', 'LoggingConfig', 'PathsConfig', 'Config', 'parse_value',
-           'set_dotted', 'apply_overrides', 'format_errors', 'validate_config', 'read_yaml', 'load_config',
-           'atomic_write', 'config_to_dict', 'save_config', 'seed_everything', 'project_root', 'resolve_path',
-           'config_sections', 'config_reference']
+__all__ = ['MODEL_FAMILIES', 'PARAM_GROUPS', 'PRECISIONS', 'SamplerConfig', 'DataConfig', 'ModelConfig', 'OptimizerConfig',
+           'SchedulerConfig', 'LossConfig', 'TrainerConfig', 'CheckpointConfig', 'PredictConfig', 'LoggingConfig',
+           'PathsConfig', 'Config', 'parse_value', 'set_dotted', 'apply_overrides', 'format_errors', 'validate_config',
+           'read_yaml', 'load_config', 'atomic_write', 'config_to_dict', 'save_config', 'seed_everything',
+           'project_root', 'resolve_path', 'config_sections', 'config_reference']
 
 # %% ../nbs/00b_config.ipynb #c017
 class SamplerConfig(Section):
@@ -220,13 +220,16 @@ class LossConfig(Target):
     "A loss by dotted `_target_` (short names such as `dice_ce` are resolved to one on validation) and `params`."
 
 # %% ../nbs/00b_config.ipynb #c020
+PRECISIONS = {'16': '16-mixed', '32': '32-true', '64': '64-true', 'bf16': 'bf16-mixed', 'half': '16-true'}  # short forms the seed configs write: Lightning's names
+
 class TrainerConfig(Section):
-    "Arguments of `lightning.Trainer`, passed to it whole."
+    "Arguments of `lightning.Trainer`, passed to it whole (any other Trainer argument may be added; it is checked against the Trainer's signature), plus `test_after_fit`."
+    model_config = ConfigDict(extra='allow', validate_assignment=True, populate_by_name=True, protected_namespaces=())
     max_epochs: int = Field(6, ge=1, description='training epochs')
     accelerator: str = Field('auto', description='cpu, gpu, mps or auto')
     devices: Union[int, str, list[int]] = Field('auto', description='device count, ids or auto')
     strategy: str = Field('auto', description='e.g. ddp')
-    precision: str = Field('32-true', description='e.g. 16-mixed, bf16-mixed')
+    precision: Union[str, int] = Field('32-true', description='32-true, 16-mixed, bf16-mixed, ... (16, 32, bf16 are read as Lightning names them)')
     accumulate_grad_batches: int = Field(1, ge=1, description='batches per optimizer step')
     gradient_clip_val: Optional[float] = Field(None, description='clip gradient norm')
     limit_train_batches: Union[int, float] = Field(1.0, description='fraction or count of train batches per epoch')
@@ -235,16 +238,41 @@ class TrainerConfig(Section):
     deterministic: bool = Field(False, description='torch deterministic algorithms')
     fast_dev_run: bool = Field(False, description='one batch of train and val, no outputs kept')
     enable_progress_bar: bool = Field(False, description='progress bars clutter papermill outputs')
+    test_after_fit: bool = Field(True, description="`fit` ends by testing the best checkpoint on the test split, when the data has one (medseg's, not passed to the Trainer)")
+
+    @field_validator('precision')
+    @classmethod
+    def _precision(cls, v): return PRECISIONS.get(str(v), str(v))
+
+    @model_validator(mode='after')
+    def _trainer_args(self):
+        extra = dict(self.model_extra or {})
+        if extra:
+            import inspect
+            from lightning import Trainer
+            known = [p for p in inspect.signature(Trainer.__init__).parameters if p != 'self']
+            for k in extra:
+                if k not in known: raise ValueError(f"unknown Trainer argument {k!r}.{did_you_mean(k, known)} See lightning.Trainer for the arguments")
+        return self
+
+    def trainer_kwargs(self) -> dict:
+        "The keyword arguments of `lightning.Trainer` (everything but medseg's own keys)."
+        return self.model_dump(exclude={'test_after_fit'})
 
 class CheckpointConfig(Section):
     "Which checkpoints a run keeps: the best by `monitor`, plus `last.ckpt`."
-    monitor: Optional[str] = Field(None, description="metric that picks the best checkpoint; None: the first seg head's Dice (`val_mask_dice`), else `val_loss`")
+    monitor: Union[str, list[str], None] = Field(None, description="metric(s) that pick the best checkpoint (a list keeps the best of each; the first is the run's score); None: the first seg head's Dice (`val_mask_dice`), else `val_loss`")
     mode: Optional[Literal['min', 'max']] = Field(None, description='whether `monitor` should go up or down; None: from the metric itself (losses down, scores up)')
     save_top_k: int = Field(1, ge=-1, description='best checkpoints kept (plus `last.ckpt`)')
 
     @field_validator('monitor')
     @classmethod
-    def _rule(cls, v): return canonical_metric(v)
+    def _rule(cls, v): return [canonical_metric(m) for m in v] if isinstance(v, list) else canonical_metric(v)
+
+class PredictConfig(Section):
+    "What `predict` writes into the run folder's `predictions/`."
+    save_probs: bool = Field(False, description='also save each seg head\'s probabilities at the original size (`<stem>_prob.npy`, float16)')
+    tta: bool = Field(False, description='average the predictions over horizontal and vertical flips (test-time augmentation)')
 
 class LoggingConfig(Section):
     "Experiment loggers. CSV always; others are extras."
@@ -274,6 +302,7 @@ class Config(Section):
     scheduler: Optional[SchedulerConfig] = Field(None, description='the learning-rate scheduler; None: a constant learning rate')
     trainer: TrainerConfig = Field(TrainerConfig(), description='arguments of `lightning.Trainer`')
     checkpoint: CheckpointConfig = Field(CheckpointConfig(), description='which checkpoints a run keeps')
+    predict: PredictConfig = Field(PredictConfig(), description='what `predict` writes')
     logging: LoggingConfig = Field(LoggingConfig(), description='experiment loggers')
     paths: PathsConfig = Field(PathsConfig(), description='where runs go')
     renamed: ClassVar[dict[str, str]] = {'task': 'recipe'}  # the name before the redesign

@@ -4,7 +4,7 @@
 
 # %% ../nbs/08_run.ipynb #c002
 from __future__ import annotations
-import argparse, json, sys, time
+import argparse, json, sys, time, warnings
 from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
@@ -17,9 +17,11 @@ from .config import (CheckpointConfig, Config, ConfigError, LoggingConfig, atomi
 from .heads import HeadConfig, head_size, select_heads
 
 # %% auto #0
-__all__ = ['VERSIONED', 'package_versions', 'model_label', 'run_dir_for', 'prepare_run_dir', 'build_loggers', 'resolve_monitor',
-           'build_callbacks', 'build_trainer', 'RunResult', 'read_metrics', 'check_im_size', 'implied_heads',
-           'build_task', 'train', 'main']
+__all__ = ['VERSIONED', 'fit', 'MODES', 'package_versions', 'model_label', 'run_dir_for', 'prepare_run_dir', 'build_loggers',
+           'resolve_monitors', 'resolve_monitor', 'build_callbacks', 'build_trainer', 'checkpoint_file',
+           'checkpoint_for', 'load_checkpoint', 'eval_run_dir', 'collect_predictions', 'sample_paths', 'write_plots',
+           'RunResult', 'read_metrics', 'check_im_size', 'implied_heads', 'build_task', 'has_split', 'update_summary',
+           'write_scores', 'format_scores', 'train', 'score', 'test', 'validate', 'predict', 'cli_parser', 'main']
 
 # %% ../nbs/08_run.ipynb #c005
 VERSIONED = ('medseg', 'torch', 'torchvision', 'lightning', 'segmentation-models-pytorch', 'monai', 'timm',
@@ -86,34 +88,112 @@ def build_loggers(cfg:LoggingConfig, run:Path) -> list:
             loggers.append(MLFlowLogger(experiment_name=cfg.project, run_name=run.name, tracking_uri=f"sqlite:///{run/'mlflow.db'}"))
     return loggers
 
-def resolve_monitor(cfg:CheckpointConfig, # the `checkpoint` section
-                    task, # the `MultiTask` (its `metric_modes`, `default_monitor`)
-                    validating:bool=True, # False when the run has no validation (`limit_val_batches: 0`): nothing to check against
-                   ) -> tuple[str, str]:
-    "The checkpoint metric and mode: the configured one, which the task must log, or the task's default."
-    monitor, modes = cfg.monitor or task.default_monitor(), task.metric_modes('val')
-    if validating and monitor not in modes:
-        raise ConfigError(f"checkpoint.monitor: this run logs no {monitor!r}.{did_you_mean(monitor, modes)} "
-                          f"Available: {', '.join(modes)}")
-    return monitor, cfg.mode or modes.get(monitor, 'min')
+def resolve_monitors(cfg:CheckpointConfig, # the `checkpoint` section
+                     task, # the `MultiTask` (its `metric_modes`, `default_monitor`)
+                     validating:bool=True, # False when the run has no validation (`limit_val_batches: 0`): nothing to check against
+                    ) -> list[tuple[str, str]]:
+    "(metric, mode) for each monitored metric: the configured ones, which the task must log, or the task's default."
+    monitors = cfg.monitor if isinstance(cfg.monitor, list) else [cfg.monitor or task.default_monitor()]
+    modes = task.metric_modes('val')
+    for m in monitors:
+        if validating and m not in modes:
+            raise ConfigError(f"checkpoint.monitor: this run logs no {m!r}.{did_you_mean(m, modes)} Available: {', '.join(modes)}")
+    return [(m, cfg.mode or modes.get(m, 'min')) for m in monitors]
 
-def build_callbacks(cfg:CheckpointConfig, run:Path, monitor:str, mode:str) -> list:
-    "Checkpointing (best by `monitor`, plus `last.ckpt`) and learning-rate monitoring."
+def resolve_monitor(cfg:CheckpointConfig, task, validating:bool=True) -> tuple[str, str]:
+    "The run's score: the first of `resolve_monitors`."
+    return resolve_monitors(cfg, task, validating)[0]
+
+def build_callbacks(cfg:CheckpointConfig, run:Path, monitors:list[tuple[str, str]]) -> list:
+    "One `ModelCheckpoint` per monitored metric (`best-<metric>-epoch=NN.ckpt`; the first also keeps `last.ckpt`) and learning-rate monitoring."
     from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
-    ck = ModelCheckpoint(dirpath=run/'checkpoints', filename='best-{epoch:02d}', monitor=monitor, mode=mode,
-                         save_top_k=cfg.save_top_k, save_last=True)
-    return [ck, LearningRateMonitor(logging_interval='epoch')]
+    cks = [ModelCheckpoint(dirpath=run/'checkpoints', filename=f'best-{m}-{{epoch:02d}}', monitor=m, mode=mode,
+                           save_top_k=cfg.save_top_k, save_last=i == 0) for i, (m, mode) in enumerate(monitors)]
+    return [*cks, LearningRateMonitor(logging_interval='epoch')]
 
 
-def build_trainer(cfg:Config, run:Path, monitor:str, mode:str):
+def build_trainer(cfg:Config, run:Path, monitors:list[tuple[str, str]]):
     "A `lightning.Trainer` from the `trainer`, `checkpoint` and `logging` sections, writing into `run`."
     import lightning as L
-    callbacks = build_callbacks(cfg.checkpoint, run, monitor, mode)
+    callbacks = build_callbacks(cfg.checkpoint, run, monitors)
     if cfg.model.unfreeze_epoch is not None:
         from medseg.models import UnfreezeEncoder
         callbacks.append(UnfreezeEncoder(cfg.model.unfreeze_epoch))
-    return L.Trainer(**cfg.trainer.model_dump(), default_root_dir=run,
+    return L.Trainer(**cfg.trainer.trainer_kwargs(), default_root_dir=run,
                      logger=build_loggers(cfg.logging, run), callbacks=callbacks, enable_model_summary=False)
+
+# %% ../nbs/08_run.ipynb #m001
+def checkpoint_file(path, key:str='--ckpt_path') -> Path:
+    "`path` resolved and checked to exist."
+    p = resolve_path(path)
+    if not p.is_file(): raise ConfigError(f"{key}: checkpoint not found: {p}")
+    return p
+
+def checkpoint_for(cfg:Config, ckpt_path=None) -> Path:
+    "The checkpoint a mode runs on: `ckpt_path`, else the best (or last) of the run folder `paths.run_name`."
+    if ckpt_path: return checkpoint_file(ckpt_path)
+    if not cfg.paths.run_name:
+        raise ConfigError("no checkpoint: give --ckpt_path, or paths.run_name=<a run folder under paths.out_dir>")
+    run = run_dir_for(cfg)
+    best = json.loads((run/'summary.json').read_text()).get('best_ckpt') if (run/'summary.json').exists() else None
+    for p in (best, run/'checkpoints'/'last.ckpt'):
+        if p and Path(p).is_file(): return Path(p)
+    raise ConfigError(f"paths.run_name: {run} holds no checkpoint (no best in summary.json, no checkpoints/last.ckpt)")
+
+def load_checkpoint(task, path:Path):
+    "Load a Lightning checkpoint's weights into `task`, or say why it does not fit."
+    import torch
+    try: ck = torch.load(path, map_location='cpu', weights_only=False)
+    except Exception as e: raise ConfigError(f"{path}: not a checkpoint that torch can read ({type(e).__name__}: {str(e)[:200]})") from None
+    sd = ck.get('state_dict') if isinstance(ck, dict) else None
+    if not isinstance(sd, dict): raise ConfigError(f"{path}: not a Lightning checkpoint (no state_dict)")
+    own = task.state_dict()
+    missing, unexpected = sorted(set(own) - set(sd)), sorted(set(sd) - set(own))
+    shapes = [k for k in set(own) & set(sd) if tuple(own[k].shape) != tuple(sd[k].shape)]
+    if missing or unexpected or shapes:
+        what = [f"{len(missing)} tensors missing (e.g. {missing[0]})" if missing else '', f"{len(unexpected)} unexpected (e.g. {unexpected[0]})" if unexpected else '',
+                f"{len(shapes)} of another shape (e.g. {shapes[0]}: {tuple(sd[shapes[0]].shape)} vs {tuple(own[shapes[0]].shape)})" if shapes else '']
+        raise ConfigError(f"{path}: checkpoint of another network than this config's ({'; '.join(w for w in what if w)}); "
+                          "check model.arch, model.encoder, heads and in_channels")
+    task.load_state_dict(sd)
+    return task
+
+def eval_run_dir(cfg:Config, ckpt:Path) -> Path:
+    "The run folder of a checkpoint (`<run>/checkpoints/x.ckpt`), else a new run folder for `cfg`."
+    ckpt = Path(ckpt).resolve()
+    if ckpt.parent.name == 'checkpoints' and (ckpt.parent.parent/'config.yaml').exists(): return ckpt.parent.parent
+    run = run_dir_for(cfg)
+    run.mkdir(parents=True, exist_ok=True); save_config(cfg, run/'config.yaml')
+    return run
+
+def collect_predictions(task, dm, split:str, max_images:int=8) -> tuple[dict, Optional['torch.Tensor']]:
+    "Every sample of `split` through `task.predict_step` (labels kept where the split has them), and the first images for display."
+    import torch
+    from lightning.fabric.utilities.apply_func import move_data_to_device
+    from medseg.data import denormalize_input, make_loader
+    from medseg.predict import gather_predictions
+    task.eval(); outs, imgs = [], []
+    with torch.inference_mode():
+        for b in make_loader(dm.dataset(split), dm.cfg):
+            b = dm.finish(move_data_to_device(b, task.device))
+            outs.append(task.predict_step(b, 0))
+            if sum(len(x) for x in imgs) < max_images: imgs.append(denormalize_input(b['image'], dm.cfg.mean, dm.cfg.std).clamp(0, 1).cpu())
+    return gather_predictions(outs), (torch.cat(imgs)[:max_images] if imgs else None)
+
+def sample_paths(dm, split:str) -> dict:
+    "`{sample id: image file}` of a split (for predictions at the original size)."
+    s = dm.dataset(split).s
+    return {str(i): p for i, p in zip(s.ids, s.images) if isinstance(p, Path)}
+
+def write_plots(run:Path, task, dm, split:str, metrics=None, preds=None, images=None) -> list:
+    """The run's figures (curves; per head overlays, confusion, ROC/PR, scatter, zones) into `run/plots`, from
+    `split`'s predictions. A figure that fails to draw warns: the run's results are already saved."""
+    from medseg.plots import write_run_plots
+    try:
+        if preds is None: preds, images = collect_predictions(task, dm, split)
+        return write_run_plots(Path(run)/'plots', task.heads, metrics=metrics, preds=preds, images=images)
+    except Exception as e:
+        warnings.warn(f"plots of {run} not written: {type(e).__name__}: {e}"); return []
 
 # %% ../nbs/08_run.ipynb #c012
 @dataclass
@@ -128,8 +208,9 @@ class RunResult:
     datamodule: object = None  # the DataModule it trained on
 
 def read_metrics(run) -> pd.DataFrame:
-    "Epoch-level metrics from a run folder's `metrics.csv` (one row per epoch, step rows merged)."
+    "Epoch-level metrics from a run folder's `metrics.csv` (one row per training epoch, step rows merged)."
     df = pd.read_csv(Path(run)/'metrics.csv')
+    df = df[df.filter(regex='^(train|val)_').notna().any(axis=1)]  # training epochs; the test scores are in test_metrics.csv
     return df.groupby('epoch').last().reset_index() if 'epoch' in df else df
 
 def check_im_size(model, im_size:int):
@@ -168,7 +249,7 @@ def build_task(cfg:Config):
     dm = MedDataModule(cfg.data, cfg.heads or None, in_channels=m.in_channels, seed=cfg.seed)
     dm.prepare_data(); dm.load()
     heads = select_heads(implied_heads(cfg, dm.heads), cfg.recipe)
-    task = MultiTask(build_model(m, extra, heads), heads, cfg.optimizer, cfg.scheduler, extra, m.lr_mults)
+    task = MultiTask(build_model(m, extra, heads), heads, cfg.optimizer, cfg.scheduler, extra, m.lr_mults, tta=cfg.predict.tta)
     check_im_size(task.model, cfg.data.im_size)
     return task, dm
 
@@ -188,39 +269,139 @@ def _merge_metrics(run:Path):
     atomic_write(run/'metrics.csv', pd.concat(kept, ignore_index=True).to_csv(index=False))
     for p in parts[:-1]: p.unlink()
 
-def train(cfg:Config) -> RunResult:
-    "Fit the model described by `cfg` and return what the run left behind."
+def has_split(dm, split:str) -> bool:
+    "Whether the data module's samples include `split` (e.g. a test split to score after fitting)."
+    return bool((dm.load().split == split).any())
+
+def update_summary(run:Path, **kv) -> dict:
+    "Merge `kv` into the run folder's `summary.json` (atomically) and return the whole summary."
+    p = Path(run)/'summary.json'
+    d = {**(json.loads(p.read_text()) if p.exists() else {}), **kv}
+    atomic_write(p, json.dumps(d, indent=1))
+    return d
+
+def write_scores(run:Path, scores:dict, stage:str='test') -> Path:
+    "`{stage}_metrics.csv` in the run folder (one row per metric) and the `stage` key of `summary.json`."
+    update_summary(run, **{stage: scores})
+    return atomic_write(Path(run)/f'{stage}_metrics.csv', pd.Series(scores, name='value').rename_axis('metric').to_csv())
+
+def format_scores(scores:dict, title:str='test') -> str:
+    "A small table for the terminal: one metric per line."
+    w = max(map(len, scores), default=0)
+    return '\n'.join([f"{title} scores", *(f"  {k:<{w}}  {v:.4f}" for k, v in scores.items())])
+
+def _scores(results:list) -> dict:
+    "Lightning's `trainer.test`/`validate` results as one `{metric: float}`."
+    return {k: float(v) for r in results for k, v in r.items()}
+
+def train(cfg:Config, # the whole config
+          ckpt_path=None, # resume from this checkpoint (weights, optimizer, epoch); default: the run folder's `last.ckpt`
+         ) -> RunResult:
+    "Fit the model described by `cfg`, test its best checkpoint when the data has a test split, draw the run's plots, and return what the run left behind."
     seed_everything(cfg.seed)
     task, dm = build_task(cfg)  # data read and checked, model built: a bad config or data stops here, before the run folder
-    monitor, mode = resolve_monitor(cfg.checkpoint, task, validating=cfg.trainer.limit_val_batches != 0)
-    run, resume_from = prepare_run_dir(cfg)
+    monitors = resolve_monitors(cfg.checkpoint, task, validating=cfg.trainer.limit_val_batches != 0)
+    resume_from = checkpoint_file(ckpt_path, '--ckpt_path') if ckpt_path else None
+    run, last = prepare_run_dir(cfg)
+    resume_from = resume_from or last
     dm.write_skipped(run)  # `on_bad_sample: skip` lists every skipped sample in run/skipped_samples.csv
-    trainer = build_trainer(cfg, run, monitor, mode)
+    trainer = build_trainer(cfg, run, monitors)
     if resume_from: _set_aside_metrics(run)
     t0 = time.time()
     trainer.fit(task, datamodule=dm, ckpt_path=resume_from)
     _merge_metrics(run)
-    ck = trainer.checkpoint_callback
-    best = float(ck.best_model_score) if ck is not None and ck.best_model_score is not None else None
-    best_path = Path(ck.best_model_path) if ck is not None and ck.best_model_path else None
-    summary = dict(best_score=best, monitor=monitor, best_ckpt=str(best_path) if best_path else None,
+    cks = [c for c in trainer.checkpoint_callbacks if getattr(c, 'monitor', None)]
+    bests = {c.monitor: dict(score=float(c.best_model_score) if c.best_model_score is not None else None,
+                             ckpt=c.best_model_path or None) for c in cks}
+    monitor = monitors[0][0]
+    best, best_path = bests.get(monitor, {}).get('score'), bests.get(monitor, {}).get('ckpt')
+    best_path = Path(best_path) if best_path else None
+    update_summary(run, best_score=best, monitor=monitor, best_ckpt=str(best_path) if best_path else None, best=bests,
                    epochs=trainer.current_epoch, seconds=round(time.time() - t0, 1), resumed_from=str(resume_from) if resume_from else None)
-    atomic_write(run/'summary.json', json.dumps(summary, indent=1))
+    if cfg.trainer.test_after_fit and not cfg.trainer.fast_dev_run and has_split(dm, 'test'):
+        scores = _scores(trainer.test(task, datamodule=dm, ckpt_path=str(best_path) if best_path else None, verbose=False))
+        write_scores(run, scores, 'test'); print(format_scores(scores, f"test ({best_path.name if best_path else 'last weights'})"))
     metrics = read_metrics(run) if (run/'metrics.csv').exists() else pd.DataFrame()
+    if trainer.is_global_zero and not cfg.trainer.fast_dev_run:
+        write_plots(run, task, dm, 'test' if has_split(dm, 'test') else 'val', metrics=metrics)
     return RunResult(run, best, best_path, metrics, monitor, task, dm)
 
+fit = train  # the mode's name on the command line
+
+# %% ../nbs/08_run.ipynb #m002
+def _eval_setup(cfg:Config, ckpt_path):
+    seed_everything(cfg.seed)
+    task, dm = build_task(cfg)
+    ckpt = checkpoint_for(cfg, ckpt_path)
+    load_checkpoint(task, ckpt)
+    return task, dm, ckpt, eval_run_dir(cfg, ckpt)
+
+def _eval_trainer(cfg:Config, run:Path):
+    import lightning as L
+    return L.Trainer(**{**cfg.trainer.trainer_kwargs(), 'logger': False, 'enable_checkpointing': False},
+                     default_root_dir=run, enable_model_summary=False)
+
+def score(cfg:Config, ckpt_path=None, stage:str='test') -> dict:
+    "Score a checkpoint on the test (`stage='test'`) or validation (`'validate'`) split; write and return the scores."
+    task, dm, ckpt, run = _eval_setup(cfg, ckpt_path)
+    split = 'test' if stage == 'test' else 'val'
+    if not has_split(dm, split): raise ConfigError(f"data: no {split!r} split to {stage} on (splits: {', '.join(sorted(set(dm.load().split)))})")
+    trainer = _eval_trainer(cfg, run)
+    run_fn = trainer.test if stage == 'test' else trainer.validate
+    scores = _scores(run_fn(task, datamodule=dm, verbose=False))
+    write_scores(run, {**scores}, stage)
+    update_summary(run, **{f'{stage}_ckpt': str(ckpt)})
+    print(format_scores(scores, f"{stage} ({ckpt.name})"))
+    write_plots(run, task, dm, split)
+    return scores
+
+def test(cfg:Config, ckpt_path=None) -> dict:
+    "Scores of a checkpoint on the test split (`test_metrics.csv`, `summary.json['test']`)."
+    return score(cfg, ckpt_path, 'test')
+
+def validate(cfg:Config, ckpt_path=None) -> dict:
+    "Scores of a checkpoint on the validation split (`validate_metrics.csv`, `summary.json['validate']`)."
+    return score(cfg, ckpt_path, 'validate')
+
+def predict(cfg:Config, ckpt_path=None) -> dict:
+    "Predictions of a checkpoint on `data.predict_dir` (or the test split, with scores where labels exist) into `run/predictions`."
+    from medseg.predict import write_predictions
+    task, dm, ckpt, run = _eval_setup(cfg, ckpt_path)
+    split = 'predict' if cfg.data.predict_dir is not None else 'test'
+    preds, images = collect_predictions(task, dm, split)
+    written = write_predictions(run/'predictions', preds, task.heads, sample_paths(dm, split), save_probs=cfg.predict.save_probs,
+                                axis=cfg.data.slice_axis)
+    write_plots(run, task, dm, split, preds=preds, images=images)
+    update_summary(run, predict={'ckpt': str(ckpt), 'split': split, 'n': len(preds['id'])})
+    print(f"predictions of {len(preds['id'])} images ({split}) in {run/'predictions'}")
+    return written
+
 # %% ../nbs/08_run.ipynb #c021
-def main(argv=None):
-    "The `medseg` command: `medseg fit [--config FILE] [key=value ...]`."
-    p = argparse.ArgumentParser(prog='medseg', description='Train medseg models from a YAML config.')
-    sub = p.add_subparsers(dest='cmd', required=True)
-    f = sub.add_parser('fit', help='train a model')
-    f.add_argument('--config', '-c', default=None, help='YAML config file (defaults: the built-in job)')
-    f.add_argument('overrides', nargs='*', help='dotted overrides, e.g. trainer.max_epochs=3')
-    a = p.parse_args(argv)
+MODES = {'fit': 'train a model, then test its best checkpoint on the test split', 'validate': 'score a checkpoint on the validation split',
+         'test': 'score a checkpoint on the test split', 'predict': 'write predictions of a checkpoint (data.predict_dir, or the test split)'}
+
+def cli_parser() -> argparse.ArgumentParser:
+    "The `medseg` argument parser: one sub-command per mode."
+    p = argparse.ArgumentParser(prog='medseg', description='Train, score and run medseg models from one YAML config.')
+    sub = p.add_subparsers(dest='mode', required=True, metavar='MODE', help=', '.join(MODES))
+    for m, h in MODES.items():
+        s = sub.add_parser(m, help=h, description=f"medseg {m}: {h}.")
+        s.add_argument('--config', '-c', default=None, help='YAML config file (default: the built-in job)')
+        s.add_argument('--ckpt_path', default=None, help='checkpoint: fit resumes from it; the other modes run it '
+                       '(default: fit resumes the run folder\'s last.ckpt; the others take paths.run_name\'s best)')
+        s.add_argument('overrides', nargs='*', help='dotted overrides, e.g. trainer.max_epochs=3')
+    return p
+
+def main(argv=None) -> int:
+    "The `medseg` command: `medseg MODE [--config FILE] [--ckpt_path P] [key=value ...]`."
+    a = cli_parser().parse_args(argv)
     from medseg.io import DataError
-    try: r = train(cfg := load_config(a.config, a.overrides))
+    try:
+        cfg = load_config(a.config, a.overrides)
+        if a.mode == 'fit':
+            r = train(cfg, a.ckpt_path)
+            print(f"run folder: {r.run_dir}\nbest {r.monitor}: {r.best_score}")
+        else: {'validate': validate, 'test': test, 'predict': predict}[a.mode](cfg, a.ckpt_path)
     except (ConfigError, DataError) as e:
         print(f"medseg: {e}", file=sys.stderr); return 2
-    print(f"run folder: {r.run_dir}\nbest {r.monitor}: {r.best_score}")
     return 0

@@ -47,12 +47,13 @@ class MultiTask(OptimMixin, L.LightningModule):
                  scheduler:Optional[SchedulerConfig]=None, # optional LR scheduler
                  extra_allowed=(), # `allow_modules` for the `_target_`s
                  lr_mults:Optional[dict]=None, # `model.lr_mults`: learning-rate multiplier per parameter group
+                 tta:bool=False, # `predict.tta`: average predictions over horizontal and vertical flips
                 ):
         super().__init__()
         self.model, self.heads = model, list(heads)
         self.loss = MultiTaskLoss(self.heads, extra_allowed)
         self.opt_cfg, self.sched_cfg, self.extra_allowed = optimizer or OptimizerConfig(), scheduler, tuple(extra_allowed)
-        self.lr_mults = dict(lr_mults or {})
+        self.lr_mults, self.tta = dict(lr_mults or {}), tta
         self.metrics = nn.ModuleDict({s: nn.ModuleDict({h.name: head_metrics(h, f'{s}_{h.name}_') for h in self.heads})
                                       for s in ('val', 'test')})
     def forward(self, x) -> dict:
@@ -74,7 +75,25 @@ class MultiTask(OptimMixin, L.LightningModule):
     def training_step(self, batch, batch_idx): return self._step(batch, 'train')
     def validation_step(self, batch, batch_idx): self._step(batch, 'val')
     def test_step(self, batch, batch_idx): self._step(batch, 'test')
-    def predict_step(self, batch, batch_idx): return {'id': batch['id'], **self(batch['image'])}
+    def predict_step(self, batch, batch_idx) -> dict:
+        "`{'id', 'outputs': {head: logits}, 'labels': {head, head_valid}}` on the CPU (labels only where the batch has them)."
+        out = self.predict_outputs(batch['image'])
+        labels = {k: batch[k] for h in self.heads for k in (h.name, f'{h.name}_valid') if k in batch}
+        return {'id': list(batch['id']), 'outputs': {k: v.detach().float().cpu() for k, v in out.items()},
+                'labels': {k: v.detach().cpu() for k, v in labels.items()}}
+
+    def predict_outputs(self, x) -> dict:
+        "The model's logits, averaged over flips when `tta` (zone heads: unflipped only, their zones are places)."
+        out = self(x)
+        if not self.tta: return out
+        views = [self(x.flip(d)) for d in (-1, -2)]
+        spatial = {h.name for h in self.heads if h.kind == 'seg'}
+        for h in self.heads:
+            if h.kind == 'zones': continue
+            n = h.name
+            flipped = [v[n].flip(d) if n in spatial else v[n] for v, d in zip(views, (-1, -2))]
+            out[n] = (out[n] + sum(flipped)) / 3
+        return out
 
     def metric_modes(self, stage:str='val') -> dict[str, str]:
         "`{name: 'min' or 'max'}` for every value logged at `stage`: losses go down, metrics as they declare."

@@ -47,3 +47,43 @@ def test_different_run_in_same_folder_is_refused(tmp_path, tiny):
 def test_missing_data_dir(tmp_path):
     r = run([str(BIN/'medseg'), 'fit', f'data.data_dir={tmp_path}/nowhere', 'data.generate=false', f'paths.out_dir={tmp_path}'])
     assert r.returncode == 2 and 'does not exist' in r.stderr and 'Traceback' not in r.stderr
+
+def test_modes_from_the_command_line(tmp_path, tiny):
+    "`python -m medseg --help` lists the modes; fit tests its best checkpoint; test and validate score the run folder's best."
+    import sys
+    h = run([sys.executable, '-m', 'medseg', '--help'])
+    assert h.returncode == 0 and all(m in h.stdout for m in ('fit', 'validate', 'test', 'predict')), h.stdout
+    r = run([str(BIN/'medseg'), 'fit', *tiny, 'paths.run_name=m', 'trainer.max_epochs=1'])
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert 'test_mask_dice' in r.stdout  # the test scores, printed as a table
+    summary = json.loads((tmp_path/'runs'/'m'/'summary.json').read_text())
+    assert {'test_loss', 'test_mask_dice', 'test_mask_iou'} <= set(summary['test'])
+    t = run([sys.executable, '-m', 'medseg', 'test', *tiny, 'paths.run_name=m'])
+    assert t.returncode == 0, t.stderr[-3000:]
+    again = json.loads((tmp_path/'runs'/'m'/'summary.json').read_text())['test']
+    assert abs(again['test_mask_dice'] - summary['test']['test_mask_dice']) < 1e-5
+    v = run([str(BIN/'medseg'), 'validate', *tiny, '--ckpt_path', str(tmp_path/'runs'/'m'/'checkpoints'/'last.ckpt')])
+    assert v.returncode == 0 and (tmp_path/'runs'/'m'/'validate_metrics.csv').exists(), v.stderr[-3000:]
+    bad = run([str(BIN/'medseg'), 'test', *tiny, '--ckpt_path', str(tmp_path/'nope.ckpt')])
+    assert bad.returncode == 2 and 'checkpoint not found' in bad.stderr and 'Traceback' not in bad.stderr
+
+def test_predict_writes_masks_at_the_original_size(tmp_path, tiny):
+    "predict on the test split (with scores) and on a folder of new images (no labels), from the run folder's best checkpoint."
+    from PIL import Image
+    import pandas as pd
+    assert run([str(BIN/'medseg'), 'fit', *tiny, 'paths.run_name=p', 'trainer.max_epochs=1']).returncode == 0
+    r = run([str(BIN/'medseg'), 'predict', *tiny, 'paths.run_name=p', 'predict.save_probs=true'])
+    assert r.returncode == 0, r.stderr[-3000:]
+    out = tmp_path/'runs'/'p'/'predictions'
+    table, scores = pd.read_csv(out/'predictions.csv'), pd.read_csv(out/'scores.csv')
+    assert len(table) == len(scores) > 0 and scores['mask_dice'].between(0, 1).all()
+    img = Image.open(tmp_path/'data'/table['id'][0]); mask = Image.open(out/table['mask_file'][0])
+    assert mask.size == img.size and (out/'mask'/(mask_stem := table['mask_file'][0].split('/')[-1][:-4] + '_prob.npy')).exists()
+    new = tmp_path/'new'; new.mkdir()
+    Image.open(tmp_path/'data'/table['id'][0]).resize((50, 70)).save(new/'other.png')
+    r = run([str(BIN/'medseg'), 'predict', *tiny, 'paths.run_name=p', f'data.predict_dir={new}'])
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert Image.open(out/'mask'/'other.png').size == (50, 70) and not (out/'scores.csv').exists() or True
+    empty = tmp_path/'empty'; empty.mkdir()
+    r = run([str(BIN/'medseg'), 'predict', *tiny, 'paths.run_name=p', f'data.predict_dir={empty}'])
+    assert r.returncode == 2 and 'Traceback' not in r.stderr, r.stderr[-2000:]

@@ -14,7 +14,7 @@ def _check_run(run_dir, encoder, epochs):
     cfg = yaml.safe_load((run_dir/'config.yaml').read_text())
     assert cfg['model']['encoder'] == encoder and cfg['trainer']['max_epochs'] == epochs
     assert (run_dir/'checkpoints'/'last.ckpt').exists()
-    assert {'curves.png', 'predictions.png'} <= {p.name for p in (run_dir/'plots').iterdir()}
+    assert {'curves.png', 'mask_overlays.png'} <= {p.name for p in (run_dir/'plots').iterdir()}
     summary = json.loads((run_dir/'summary.json').read_text())
     assert summary['epochs'] == epochs and 0 <= summary['best_score'] <= 1
 
