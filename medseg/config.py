@@ -18,8 +18,9 @@ from .core import (ALLOWED_MODULES, ConfigError, Section, Target, check_params, 
 from .heads import RECIPES, HeadConfig, canonical_metric, check_head_names, resolve_loss_spec
 
 # %% auto #0
-__all__ = ['MODEL_FAMILIES', 'PARAM_GROUPS', 'PRECISIONS', 'SamplerConfig', 'DataConfig', 'ModelConfig', 'OptimizerConfig',
-           'SchedulerConfig', 'LossConfig', 'TrainerConfig', 'CheckpointConfig', 'PredictConfig', 'LoggingConfig',
+__all__ = ['MODEL_FAMILIES', 'PARAM_GROUPS', 'OPTIMIZERS', 'SCHEDULERS', 'PRECISIONS', 'SamplerConfig', 'DataConfig',
+           'ModelConfig', 'short_target', 'OptimizerConfig', 'SchedulerConfig', 'LossConfig', 'TrainerConfig',
+           'CheckpointConfig', 'EarlyStoppingConfig', 'CallbacksConfig', 'PredictConfig', 'LoggingConfig',
            'PathsConfig', 'Config', 'parse_value', 'set_dotted', 'apply_overrides', 'format_errors', 'validate_config',
            'read_yaml', 'load_config', 'atomic_write', 'config_to_dict', 'save_config', 'seed_everything',
            'project_root', 'resolve_path', 'config_sections', 'config_reference']
@@ -202,19 +203,51 @@ MODEL_FAMILIES = ('smp', 'monai', 'timm', 'torchvision', 'plain', 'hf')  # value
 PARAM_GROUPS = ('encoder', 'decoder', 'heads', 'model')  # keys of `model.lr_mults`
 
 # %% ../nbs/00b_config.ipynb #c019
+OPTIMIZERS = {'adam': 'torch.optim.Adam', 'adamw': 'torch.optim.AdamW', 'sgd': 'torch.optim.SGD', 'rmsprop': 'torch.optim.RMSprop'}  # short names
+SCHEDULERS = {'reduce_lr_on_plateau': 'torch.optim.lr_scheduler.ReduceLROnPlateau', 'cosine': 'torch.optim.lr_scheduler.CosineAnnealingLR',
+              'onecycle': 'torch.optim.lr_scheduler.OneCycleLR', 'step': 'torch.optim.lr_scheduler.StepLR',
+              'exponential': 'torch.optim.lr_scheduler.ExponentialLR'}  # short names
+
+def short_target(v, names:dict, what:str):
+    "A `_target_` block (or a bare name) with a short name replaced by its dotted path."
+    if isinstance(v, str): v = {'_target_': v}
+    if not isinstance(v, dict): return v
+    t = v.get('_target_', v.get('target'))
+    if isinstance(t, str) and '.' not in t:
+        if t not in names: raise ValueError(f"unknown {what} {t!r}.{did_you_mean(t, names)} Short names: {', '.join(names)}, or a dotted `_target_`")
+        v = {**{k: x for k, x in v.items() if k != 'target'}, '_target_': names[t]}
+    return v
+
 class OptimizerConfig(Target):
-    "Any `torch.optim` optimizer; `params` are its keyword arguments."
+    "Any `torch.optim` optimizer by short name (`adam`, `adamw`, `sgd`, `rmsprop`) or `_target_`; `params` are its keyword arguments."
     target: str = Field('torch.optim.AdamW', alias='_target_', description='dotted path of the optimizer class (`_target_`)')
     params: dict[str, Any] = Field({'lr': 1e-3, 'weight_decay': 1e-4}, description='keyword arguments of the optimizer (the model parameters are passed for you)')
 
+    @model_validator(mode='before')
+    @classmethod
+    def _short(cls, v): return short_target(v, OPTIMIZERS, 'optimizer')
+
 class SchedulerConfig(Target):
-    "Any `torch.optim.lr_scheduler` class, stepped every `interval`, watching `monitor` where it needs one."
+    """Any `torch.optim.lr_scheduler` class by short name (`reduce_lr_on_plateau`, `cosine`, `onecycle`, `step`, `exponential`)
+    or `_target_`, stepped every `interval`, watching `monitor` where it needs one. `cosine` and `onecycle` take their
+    length from the trainer (`T_max`, `total_steps`) and `onecycle` its `max_lr` from the optimizer unless `params` say otherwise."""
     interval: Literal['epoch', 'step'] = Field('epoch', description='when Lightning steps the scheduler')
+    warmup: int = Field(0, ge=0, description='linear warm-up from 1% of the learning rate over this many intervals (epochs or steps), then the scheduler')
     monitor: str = Field('val_loss', description='metric for `ReduceLROnPlateau` (old names such as `val_dice` are mapped to the naming rule)')
 
     @field_validator('monitor')
     @classmethod
     def _rule(cls, v): return canonical_metric(v)
+
+    @model_validator(mode='before')
+    @classmethod
+    def _short(cls, v): return short_target(v, SCHEDULERS, 'scheduler')
+
+    @model_validator(mode='after')
+    def _warmup(self):
+        if self.warmup and self.target.endswith('ReduceLROnPlateau'):
+            raise ValueError("warmup does not combine with reduce_lr_on_plateau (it steps on a metric, not in sequence); use cosine or step")
+        return self
 
 class LossConfig(Target):
     "A loss by dotted `_target_` (short names such as `dice_ce` are resolved to one on validation) and `params`."
@@ -264,10 +297,28 @@ class CheckpointConfig(Section):
     monitor: Union[str, list[str], None] = Field(None, description="metric(s) that pick the best checkpoint (a list keeps the best of each; the first is the run's score); None: the first seg head's Dice (`val_mask_dice`), else `val_loss`")
     mode: Optional[Literal['min', 'max']] = Field(None, description='whether `monitor` should go up or down; None: from the metric itself (losses down, scores up)')
     save_top_k: int = Field(1, ge=-1, description='best checkpoints kept (plus `last.ckpt`)')
+    every_n_epochs: int = Field(1, ge=1, description='check for a better checkpoint (and write `last.ckpt`) every this many epochs')
 
     @field_validator('monitor')
     @classmethod
     def _rule(cls, v): return [canonical_metric(m) for m in v] if isinstance(v, list) else canonical_metric(v)
+
+class EarlyStoppingConfig(Section):
+    "Stop when the monitored metric has not improved for `patience` validations."
+    monitor: Optional[str] = Field(None, description="the metric; None: the checkpoint's (first) monitor")
+    patience: int = Field(5, ge=1, description='validations without improvement before stopping')
+    min_delta: float = Field(0.0, ge=0, description='smallest change that counts as an improvement')
+
+    @field_validator('monitor')
+    @classmethod
+    def _rule(cls, v): return canonical_metric(v)
+
+class CallbacksConfig(Section):
+    "Callbacks beyond checkpointing: early stopping, a guard against non-finite losses, a check for parameters without gradients."
+    early_stopping: Optional[EarlyStoppingConfig] = Field(None, description='`{patience, min_delta, monitor}`; None: train every epoch')
+    nan_guard: bool = Field(True, description='stop at the first non-finite training loss, naming the step and the head whose loss went non-finite (the last good checkpoint stays)')
+    check_gradients: bool = Field(False, description='after the first backward pass, list the parameters that got no gradient (the cause of DDP "unused parameters" errors)')
+    progress_bar_refresh_rate: int = Field(1, ge=1, description='batches between progress-bar updates (with `trainer.enable_progress_bar`)')
 
 class PredictConfig(Section):
     "What `predict` writes into the run folder's `predictions/`."
@@ -302,6 +353,7 @@ class Config(Section):
     scheduler: Optional[SchedulerConfig] = Field(None, description='the learning-rate scheduler; None: a constant learning rate')
     trainer: TrainerConfig = Field(TrainerConfig(), description='arguments of `lightning.Trainer`')
     checkpoint: CheckpointConfig = Field(CheckpointConfig(), description='which checkpoints a run keeps')
+    callbacks: CallbacksConfig = Field(CallbacksConfig(), description='early stopping, the non-finite loss guard, the gradient check')
     predict: PredictConfig = Field(PredictConfig(), description='what `predict` writes')
     logging: LoggingConfig = Field(LoggingConfig(), description='experiment loggers')
     paths: PathsConfig = Field(PathsConfig(), description='where runs go')

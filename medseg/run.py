@@ -21,7 +21,8 @@ __all__ = ['VERSIONED', 'fit', 'MODES', 'package_versions', 'model_label', 'run_
            'resolve_monitors', 'resolve_monitor', 'build_callbacks', 'build_trainer', 'checkpoint_file',
            'checkpoint_for', 'load_checkpoint', 'eval_run_dir', 'collect_predictions', 'sample_paths', 'write_plots',
            'RunResult', 'read_metrics', 'check_im_size', 'implied_heads', 'build_task', 'has_split', 'update_summary',
-           'write_scores', 'format_scores', 'train', 'score', 'test', 'validate', 'predict', 'cli_parser', 'main']
+           'write_scores', 'format_scores', 'train', 'score', 'test', 'validate', 'predict', 'find_checkpoints',
+           'markdown_table', 'evaluate', 'cli_parser', 'main']
 
 # %% ../nbs/08_run.ipynb #c005
 VERSIONED = ('medseg', 'torch', 'torchvision', 'lightning', 'segmentation-models-pytorch', 'monai', 'timm',
@@ -83,6 +84,9 @@ def build_loggers(cfg:LoggingConfig, run:Path) -> list:
         if name == 'wandb':
             from lightning.pytorch.loggers import WandbLogger
             loggers.append(WandbLogger(project=cfg.project, save_dir=str(run), name=run.name, mode=cfg.wandb_mode))
+        elif name == 'tensorboard':  # needs `tensorboard` or `tensorboardX` (the `tensorboard` extra)
+            from lightning.pytorch.loggers import TensorBoardLogger
+            loggers.append(TensorBoardLogger(save_dir=str(run), name='', version='tensorboard', default_hp_metric=False))
         elif name == 'mlflow':
             from lightning.pytorch.loggers import MLFlowLogger
             loggers.append(MLFlowLogger(experiment_name=cfg.project, run_name=run.name, tracking_uri=f"sqlite:///{run/'mlflow.db'}"))
@@ -104,21 +108,33 @@ def resolve_monitor(cfg:CheckpointConfig, task, validating:bool=True) -> tuple[s
     "The run's score: the first of `resolve_monitors`."
     return resolve_monitors(cfg, task, validating)[0]
 
-def build_callbacks(cfg:CheckpointConfig, run:Path, monitors:list[tuple[str, str]]) -> list:
-    "One `ModelCheckpoint` per monitored metric (`best-<metric>-epoch=NN.ckpt`; the first also keeps `last.ckpt`) and learning-rate monitoring."
-    from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
-    cks = [ModelCheckpoint(dirpath=run/'checkpoints', filename=f'best-{m}-{{epoch:02d}}', monitor=m, mode=mode,
-                           save_top_k=cfg.save_top_k, save_last=i == 0) for i, (m, mode) in enumerate(monitors)]
-    return [*cks, LearningRateMonitor(logging_interval='epoch')]
-
-
-def build_trainer(cfg:Config, run:Path, monitors:list[tuple[str, str]]):
-    "A `lightning.Trainer` from the `trainer`, `checkpoint` and `logging` sections, writing into `run`."
-    import lightning as L
-    callbacks = build_callbacks(cfg.checkpoint, run, monitors)
+def build_callbacks(cfg:Config, # the whole config (`checkpoint`, `callbacks`, `trainer`, `model.unfreeze_epoch`)
+                    run:Path, # the run folder
+                    monitors:list[tuple[str, str]], # (metric, mode) pairs from `resolve_monitors`
+                   ) -> list:
+    "Checkpointing (one `ModelCheckpoint` per monitored metric, `best-<metric>-epoch=NN.ckpt`; the first also keeps `last.ckpt`), learning-rate monitoring, and the configured extras."
+    from lightning.pytorch.callbacks import EarlyStopping, LearningRateMonitor, ModelCheckpoint, TQDMProgressBar
+    ck, cb = cfg.checkpoint, cfg.callbacks
+    out = [ModelCheckpoint(dirpath=run/'checkpoints', filename=f'best-{m}-{{epoch:02d}}', monitor=m, mode=mode, save_top_k=ck.save_top_k,
+                           save_last=i == 0, every_n_epochs=ck.every_n_epochs) for i, (m, mode) in enumerate(monitors)]
+    out.append(LearningRateMonitor(logging_interval='epoch'))
+    if cb.early_stopping is not None:
+        es = cb.early_stopping
+        m = es.monitor or monitors[0][0]
+        out.append(EarlyStopping(monitor=m, mode=dict(monitors).get(m, 'min' if m.endswith('loss') else 'max'), patience=es.patience, min_delta=es.min_delta))
+    if cb.check_gradients:
+        from medseg.task import GradientCheck
+        out.append(GradientCheck())
+    if cfg.trainer.enable_progress_bar: out.append(TQDMProgressBar(refresh_rate=cb.progress_bar_refresh_rate))
     if cfg.model.unfreeze_epoch is not None:
         from medseg.models import UnfreezeEncoder
-        callbacks.append(UnfreezeEncoder(cfg.model.unfreeze_epoch))
+        out.append(UnfreezeEncoder(cfg.model.unfreeze_epoch))
+    return out
+
+def build_trainer(cfg:Config, run:Path, monitors:list[tuple[str, str]]):
+    "A `lightning.Trainer` from the `trainer`, `checkpoint`, `callbacks` and `logging` sections, writing into `run`."
+    import lightning as L
+    callbacks = build_callbacks(cfg, run, monitors)
     return L.Trainer(**cfg.trainer.trainer_kwargs(), default_root_dir=run,
                      logger=build_loggers(cfg.logging, run), callbacks=callbacks, enable_model_summary=False)
 
@@ -249,7 +265,8 @@ def build_task(cfg:Config):
     dm = MedDataModule(cfg.data, cfg.heads or None, in_channels=m.in_channels, seed=cfg.seed)
     dm.prepare_data(); dm.load()
     heads = select_heads(implied_heads(cfg, dm.heads), cfg.recipe)
-    task = MultiTask(build_model(m, extra, heads), heads, cfg.optimizer, cfg.scheduler, extra, m.lr_mults, tta=cfg.predict.tta)
+    task = MultiTask(build_model(m, extra, heads), heads, cfg.optimizer, cfg.scheduler, extra, m.lr_mults, tta=cfg.predict.tta,
+                     nan_guard=cfg.callbacks.nan_guard)
     check_im_size(task.model, cfg.data.im_size)
     return task, dm
 
@@ -376,9 +393,59 @@ def predict(cfg:Config, ckpt_path=None) -> dict:
     print(f"predictions of {len(preds['id'])} images ({split}) in {run/'predictions'}")
     return written
 
+# %% ../nbs/08_run.ipynb #e001
+def find_checkpoints(cfg:Config, patterns=()) -> list[Path]:
+    "Checkpoint files from paths or glob patterns, else the best (or last) checkpoint of each run folder under `paths.out_dir`."
+    import glob
+    if patterns:
+        found = [Path(p) for pat in patterns for p in sorted(glob.glob(str(resolve_path(pat)), recursive=True)) if Path(p).is_file()]
+        if not found: raise ConfigError(f"evaluate: no checkpoint matches {', '.join(map(str, patterns))}")
+        return list(dict.fromkeys(found))
+    out = resolve_path(cfg.paths.out_dir)
+    found = []
+    for run in sorted(p for p in out.iterdir() if (p/'config.yaml').exists()) if out.is_dir() else []:
+        best = json.loads((run/'summary.json').read_text()).get('best_ckpt') if (run/'summary.json').exists() else None
+        ck = next((Path(p) for p in (best, run/'checkpoints'/'last.ckpt') if p and Path(p).is_file()), None)
+        if ck: found.append(ck)
+    if not found: raise ConfigError(f"evaluate: no run folder with a checkpoint under paths.out_dir ({out}); give --ckpt_path")
+    return found
+
+def markdown_table(df:pd.DataFrame, digits:int=4) -> str:
+    "`df` as a Markdown table, numbers rounded."
+    cells = df.map(lambda v: f"{v:.{digits}f}" if isinstance(v, float) else str(v))
+    return '\n'.join(['| ' + ' | '.join(map(str, df.columns)) + ' |', '|' + ' --- |' * len(df.columns),
+                      *('| ' + ' | '.join(r) + ' |' for r in cells.itertuples(index=False))])
+
+def evaluate(cfg:Config, # the config whose `data` gives the test set (and `checkpoint.monitor` the order)
+             patterns=(), # checkpoint paths or glob patterns; empty: every run folder under `paths.out_dir`
+            ) -> pd.DataFrame:
+    "Score several checkpoints on one test set: `evaluation.csv` and `evaluation.md` in `paths.out_dir`, one row per checkpoint."
+    seed_everything(cfg.seed)
+    rows, modes = [], {}
+    for ck in find_checkpoints(cfg, patterns):
+        run = ck.parent.parent if ck.parent.name == 'checkpoints' and (ck.parent.parent/'config.yaml').exists() else None
+        c = load_config(run/'config.yaml').model_copy(update={'data': cfg.data}) if run else cfg
+        task, dm = build_task(c)
+        load_checkpoint(task, ck)
+        if not has_split(dm, 'test'): raise ConfigError("evaluate: the data has no 'test' split")
+        scores = _scores(_eval_trainer(cfg, ck.parent).test(task, datamodule=dm, verbose=False))
+        modes.update(task.metric_modes('test'))
+        rows.append({'run': run.name if run else '', 'checkpoint': str(ck), **scores})
+    df = pd.DataFrame(rows)
+    mon = cfg.checkpoint.monitor[0] if isinstance(cfg.checkpoint.monitor, list) else cfg.checkpoint.monitor
+    key = 'test' + (mon or 'val_loss').removeprefix('val')
+    if key not in df: key = next((k for k in df if k.endswith('_dice')), 'test_loss')
+    df = df.sort_values(key, ascending=modes.get(key, 'min') == 'min', ignore_index=True)
+    out = resolve_path(cfg.paths.out_dir); out.mkdir(parents=True, exist_ok=True)
+    atomic_write(out/'evaluation.csv', df.to_csv(index=False))
+    atomic_write(out/'evaluation.md', f"# Evaluation on the test split, sorted by {key}\n\n" + markdown_table(df) + '\n')
+    print(markdown_table(df.drop(columns='checkpoint')))
+    return df
+
 # %% ../nbs/08_run.ipynb #c021
 MODES = {'fit': 'train a model, then test its best checkpoint on the test split', 'validate': 'score a checkpoint on the validation split',
-         'test': 'score a checkpoint on the test split', 'predict': 'write predictions of a checkpoint (data.predict_dir, or the test split)'}
+         'test': 'score a checkpoint on the test split', 'predict': 'write predictions of a checkpoint (data.predict_dir, or the test split)',
+         'evaluate': 'score several checkpoints on one test set: one table (evaluation.csv, evaluation.md)'}
 
 def cli_parser() -> argparse.ArgumentParser:
     "The `medseg` argument parser: one sub-command per mode."
@@ -401,7 +468,7 @@ def main(argv=None) -> int:
         if a.mode == 'fit':
             r = train(cfg, a.ckpt_path)
             print(f"run folder: {r.run_dir}\nbest {r.monitor}: {r.best_score}")
-        else: {'validate': validate, 'test': test, 'predict': predict}[a.mode](cfg, a.ckpt_path)
-    except (ConfigError, DataError) as e:
+        else: {'validate': validate, 'test': test, 'predict': predict, 'evaluate': evaluate}[a.mode](cfg, a.ckpt_path)
+    except (ConfigError, DataError, FloatingPointError) as e:
         print(f"medseg: {e}", file=sys.stderr); return 2
     return 0

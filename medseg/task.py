@@ -4,13 +4,15 @@
 
 # %% ../nbs/07_task.ipynb #c002
 from __future__ import annotations
+import warnings
 from typing import Optional
 
 import torch
 from torch import nn
 import lightning as L
+from lightning.pytorch.callbacks import Callback
 
-from .config import HeadConfig, OptimizerConfig, SchedulerConfig, import_target, instantiate
+from .config import ConfigError, HeadConfig, OptimizerConfig, SchedulerConfig, import_target, instantiate
 from .data.dataset import check_input
 from .heads import metric_name
 from .losses import MultiTaskLoss
@@ -18,7 +20,7 @@ from .metrics import head_metrics
 from .models import param_groups
 
 # %% auto #0
-__all__ = ['OptimMixin', 'MultiTask']
+__all__ = ['scheduler_params', 'OptimMixin', 'MultiTask', 'GradientCheck']
 
 # %% ../nbs/07_task.ipynb #c005
 def _base_lr(opt_cfg:OptimizerConfig, extra_allowed=()) -> float:
@@ -27,6 +29,19 @@ def _base_lr(opt_cfg:OptimizerConfig, extra_allowed=()) -> float:
     import inspect
     return float(inspect.signature(import_target(opt_cfg.target, extra_allowed)).parameters['lr'].default)
 
+def scheduler_params(cfg:SchedulerConfig, # the `scheduler` section
+                     lr:float, # the optimizer's base learning rate
+                     length:Optional[int]=None, # the training length in `cfg.interval`s (epochs or steps), when known
+                    ) -> dict:
+    "The scheduler's keyword arguments, with the lengths `cosine` and `onecycle` need filled in from the training."
+    p, name = dict(cfg.params), cfg.target.rpartition('.')[2]
+    need = {'CosineAnnealingLR': 'T_max', 'OneCycleLR': 'total_steps'}.get(name)
+    if need and need not in p:
+        if length is None: raise ConfigError(f"scheduler {name}: give params.{need}, or build it inside a Trainer that knows the run's length")
+        p[need] = max(1, length - cfg.warmup)
+    if name == 'OneCycleLR': p.setdefault('max_lr', lr)
+    return p
+
 class OptimMixin:
     "`configure_optimizers` from `self.opt_cfg`, `self.sched_cfg` and `self.lr_mults`."
     def configure_optimizers(self):
@@ -34,9 +49,18 @@ class OptimMixin:
             param_groups(self.model, _base_lr(self.opt_cfg, self.extra_allowed), self.lr_mults)
         opt = instantiate(self.opt_cfg, params, extra_allowed=self.extra_allowed)
         if self.sched_cfg is None: return opt
-        sched = instantiate(self.sched_cfg, opt, extra_allowed=self.extra_allowed)
-        return {'optimizer': opt, 'lr_scheduler': {'scheduler': sched, 'interval': self.sched_cfg.interval,
-                                                   'monitor': self.sched_cfg.monitor}}
+        c = self.sched_cfg
+        sched = import_target(c.target, self.extra_allowed)(opt, **scheduler_params(c, _base_lr(self.opt_cfg, self.extra_allowed), self._length(c)))
+        if c.warmup:
+            from torch.optim.lr_scheduler import LinearLR, SequentialLR
+            sched = SequentialLR(opt, [LinearLR(opt, start_factor=0.01, total_iters=c.warmup), sched], milestones=[c.warmup])
+        return {'optimizer': opt, 'lr_scheduler': {'scheduler': sched, 'interval': c.interval, 'monitor': c.monitor}}
+
+    def _length(self, c) -> Optional[int]:
+        "The training length in the scheduler's intervals (None without a trainer)."
+        t = getattr(self, '_trainer', None)
+        if t is None: return None
+        return int(t.estimated_stepping_batches) if c.interval == 'step' else int(t.max_epochs)
 
 # %% ../nbs/07_task.ipynb #c007
 class MultiTask(OptimMixin, L.LightningModule):
@@ -48,12 +72,13 @@ class MultiTask(OptimMixin, L.LightningModule):
                  extra_allowed=(), # `allow_modules` for the `_target_`s
                  lr_mults:Optional[dict]=None, # `model.lr_mults`: learning-rate multiplier per parameter group
                  tta:bool=False, # `predict.tta`: average predictions over horizontal and vertical flips
+                 nan_guard:bool=True, # `callbacks.nan_guard`: stop at the first non-finite training loss, naming the step and the head
                 ):
         super().__init__()
         self.model, self.heads = model, list(heads)
         self.loss = MultiTaskLoss(self.heads, extra_allowed)
         self.opt_cfg, self.sched_cfg, self.extra_allowed = optimizer or OptimizerConfig(), scheduler, tuple(extra_allowed)
-        self.lr_mults, self.tta = dict(lr_mults or {}), tta
+        self.lr_mults, self.tta, self.nan_guard = dict(lr_mults or {}), tta, nan_guard
         self.metrics = nn.ModuleDict({s: nn.ModuleDict({h.name: head_metrics(h, f'{s}_{h.name}_') for h in self.heads})
                                       for s in ('val', 'test')})
     def forward(self, x) -> dict:
@@ -65,6 +90,11 @@ class MultiTask(OptimMixin, L.LightningModule):
     def _step(self, batch, stage):
         out = self(batch['image'])
         total, parts = self.loss(out, batch)
+        if stage == 'train' and self.nan_guard and not torch.isfinite(total):
+            bad = [k for k, v in parts.items() if not torch.isfinite(v)]
+            raise FloatingPointError(f"step {self.global_step} (epoch {self.current_epoch}): the training loss is {total.item()}, "
+                                     f"from the {', '.join(bad) or 'total'} loss; the last good checkpoint is kept. Lower the learning rate, "
+                                     "clip gradients (trainer.gradient_clip_val) or check that head's labels")
         bs = len(batch['image'])
         self.log(metric_name(stage), total, on_epoch=True, on_step=stage == 'train', prog_bar=True, batch_size=bs)
         self.log_dict({metric_name(stage, k): v for k, v in parts.items()}, on_epoch=True, on_step=False, batch_size=bs)
@@ -110,3 +140,14 @@ class MultiTask(OptimMixin, L.LightningModule):
         "The metric that picks the best checkpoint when the config names none: the first seg head's Dice, else `val_loss`."
         seg = [h for h in self.heads if h.kind == 'seg']
         return metric_name('val', seg[0].name, 'dice') if seg else metric_name('val')
+
+# %% ../nbs/07_task.ipynb #c011g
+class GradientCheck(Callback):
+    "After the first backward pass, report the parameters that got no gradient (DDP's 'unused parameters')."
+    def __init__(self): self.unused = None
+    def on_after_backward(self, trainer, pl_module):
+        if self.unused is not None: return
+        self.unused = [n for n, p in pl_module.named_parameters() if p.requires_grad and p.grad is None]
+        if self.unused:
+            warnings.warn(f"check_gradients: {len(self.unused)} parameters got no gradient in the first step, e.g. "
+                          f"{', '.join(self.unused[:5])}: freeze them, or use strategy ddp_find_unused_parameters_true under DDP")

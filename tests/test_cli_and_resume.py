@@ -64,6 +64,12 @@ def test_modes_from_the_command_line(tmp_path, tiny):
     assert abs(again['test_mask_dice'] - summary['test']['test_mask_dice']) < 1e-5
     v = run([str(BIN/'medseg'), 'validate', *tiny, '--ckpt_path', str(tmp_path/'runs'/'m'/'checkpoints'/'last.ckpt')])
     assert v.returncode == 0 and (tmp_path/'runs'/'m'/'validate_metrics.csv').exists(), v.stderr[-3000:]
+    e = run([str(BIN/'medseg'), 'evaluate', *tiny, '--ckpt_path', str(tmp_path/'runs'/'m'/'checkpoints'/'*.ckpt')])
+    assert e.returncode == 0 and (tmp_path/'runs'/'evaluation.csv').exists(), e.stderr[-3000:]
+    import pandas as pd
+    assert len(pd.read_csv(tmp_path/'runs'/'evaluation.csv')) == 2  # best and last
+    none = run([str(BIN/'medseg'), 'evaluate', *tiny, '--ckpt_path', str(tmp_path/'nothing'/'*.ckpt')])
+    assert none.returncode == 2 and 'no checkpoint matches' in none.stderr
     bad = run([str(BIN/'medseg'), 'test', *tiny, '--ckpt_path', str(tmp_path/'nope.ckpt')])
     assert bad.returncode == 2 and 'checkpoint not found' in bad.stderr and 'Traceback' not in bad.stderr
 
