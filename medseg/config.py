@@ -81,6 +81,7 @@ class DataConfig(Section):
     pin_memory: bool = Field(False, description='pin host memory for faster GPU transfer')
     persistent_workers: bool = Field(True, description='keep workers alive between epochs (when `num_workers` > 0)')
     drop_last: bool = Field(False, description='drop the last incomplete training batch')
+    view_batch: bool = Field(False, description='before training, draw the first training batch (augmented, with its labels) into the run folder\'s `plots/batch.png`')
     uint8_batches: bool = Field(True, description='8-bit images and binary masks leave the workers as bytes (a quarter of float32); `MedDataModule` makes them float and normalised on the device')
     cache: bool = Field(False, description='keep decoded (pre-augmentation) samples in memory; for data sets that fit')
     cache_max_gb: float = Field(4.0, gt=0, description='stop caching beyond this many GB')

@@ -122,6 +122,7 @@ class HeadConfig(Section):
     alpha: float = Field(1.0, ge=0, description="weight of this head's loss in the total")
     threshold: float = Field(0.5, gt=0, lt=1, description='probability above which a sigmoid output counts as positive (metrics, predictions)')
     f_beta: float = Field(1.0, gt=0, description='cls: beta of the extra F-beta metrics (1: F1 only)')
+    severity_thresholds: list[float] = Field([1.3, 2.2], description='zones: bounds of the mean zone score between the severity classes (mild, moderate, severe); the CSI system used 1.3 and 2.2')
     loss: Union[str, Target, None] = Field(None, validate_default=True, description="short name or `{_target_, params}`; none: the default for the head's labels (saved resolved)")
     renamed: ClassVar[dict[str, str]] = {'f1_beta_value': 'f_beta'}  # the chest X-ray system's name
 
@@ -146,6 +147,8 @@ class HeadConfig(Section):
     def _check_kind(self):
         if self.kind in ('cls', 'zones') and not self.classes: raise ValueError(f"head {self.name!r}: a {self.kind} head needs `classes`")
         if self.kind == 'zones' and not self.zones: raise ValueError(f"head {self.name!r}: a zones head needs `zones` > 0")
+        if self.severity_thresholds != sorted(self.severity_thresholds):
+            raise ValueError(f"head {self.name!r}: severity_thresholds must increase, got {self.severity_thresholds}")
         if self.kind == 'seg' and self.multiclass and len(self.classes) < 2:
             raise ValueError(f"head {self.name!r}: a multiclass seg head needs its `classes` (background first), got {self.classes}")
         return self

@@ -189,12 +189,13 @@ def head_metrics(head:HeadConfig, # the head to score
                  prefix:str='val_', # prepended to every name, e.g. `val_` or `val_tags_`
                  beta:Optional[float]=None, # F-beta's beta; None: the head's `f_beta` (1 adds no F-beta metrics)
                  threshold:Optional[float]=None, # probability threshold of sigmoid outputs; None: the head's `threshold`
-                 severity_thresholds:Sequence[float]=(1.3, 2.2), # zones: mean-score bounds of the severity classes
+                 severity_thresholds:Optional[Sequence[float]]=None, # zones: mean-score bounds of the severity classes; None: the head's
                  include_background:bool=False, # seg label maps: count class 0 in the means
                 ) -> HeadMetrics:
     "A `MetricCollection` for one head, every member a scalar (loggable with `log_dict`)."
     beta = head.f_beta if beta is None else beta
     threshold = head.threshold if threshold is None else threshold
+    severity_thresholds = head.severity_thresholds if severity_thresholds is None else severity_thresholds
     form = target_form(head.kind, head.multilabel, head.multiclass, len(head.classes) or None)
     if head.kind == 'cls': m = _classification(form, head.classes, threshold, beta)
     elif head.kind == 'seg': m = _segmentation(form, head.classes, include_background)

@@ -13,28 +13,39 @@ from typing import Optional
 import pandas as pd
 
 from .config import (CheckpointConfig, Config, ConfigError, LoggingConfig, atomic_write, config_to_dict, did_you_mean,
-                           load_config, resolve_path, save_config, seed_everything)
+                           load_config, project_root, resolve_path, save_config, seed_everything)
 from .heads import HeadConfig, head_size, select_heads
 
 # %% auto #0
-__all__ = ['VERSIONED', 'fit', 'MODES', 'package_versions', 'model_label', 'run_dir_for', 'prepare_run_dir', 'build_loggers',
-           'resolve_monitors', 'resolve_monitor', 'build_callbacks', 'build_trainer', 'checkpoint_file',
-           'checkpoint_for', 'load_checkpoint', 'eval_run_dir', 'collect_predictions', 'sample_paths', 'write_plots',
-           'RunResult', 'read_metrics', 'check_im_size', 'implied_heads', 'build_task', 'has_split', 'update_summary',
-           'write_scores', 'format_scores', 'train', 'score', 'test', 'validate', 'predict', 'find_checkpoints',
-           'markdown_table', 'evaluate', 'cli_parser', 'main']
+__all__ = ['VERSIONED', 'fit', 'MODES', 'git_state', 'package_versions', 'model_label', 'run_dir_for', 'prepare_run_dir',
+           'build_loggers', 'resolve_monitors', 'resolve_monitor', 'build_callbacks', 'build_trainer',
+           'checkpoint_file', 'checkpoint_for', 'load_checkpoint', 'eval_run_dir', 'collect_predictions',
+           'sample_paths', 'write_plots', 'RunResult', 'read_metrics', 'check_im_size', 'implied_heads', 'build_task',
+           'has_split', 'update_summary', 'write_scores', 'format_scores', 'write_batch_view', 'train', 'score', 'test',
+           'validate', 'predict', 'find_checkpoints', 'markdown_table', 'evaluate', 'cli_parser', 'main']
 
 # %% ../nbs/08_run.ipynb #c005
 VERSIONED = ('medseg', 'torch', 'torchvision', 'lightning', 'segmentation-models-pytorch', 'monai', 'timm',
              'albumentations', 'torchmetrics', 'numpy', 'pydantic')
 
+def git_state(folder=None) -> Optional[dict]:
+    "`{commit, dirty}` of the git work tree holding `folder` (default: the project root), or None outside one."
+    import subprocess
+    cwd = str(folder or project_root())
+    try:
+        commit = subprocess.run(['git', 'rev-parse', 'HEAD'], cwd=cwd, capture_output=True, text=True, timeout=10)
+        if commit.returncode: return None
+        dirty = subprocess.run(['git', 'status', '--porcelain', '--untracked-files=no'], cwd=cwd, capture_output=True, text=True, timeout=20)
+        return {'commit': commit.stdout.strip(), 'dirty': bool(dirty.stdout.strip())}
+    except (OSError, subprocess.SubprocessError): return None
+
 def package_versions(names=VERSIONED) -> dict:
-    "Installed versions of medseg and its main dependencies."
+    "Installed versions of medseg and its main dependencies, python, and the git commit of the project (and whether it had changes)."
     out = {}
     for n in names:
         try: out[n] = version(n)
         except PackageNotFoundError: out[n] = None
-    return out
+    return {**out, 'python': sys.version.split()[0], 'git': git_state()}
 
 def model_label(cfg:Config) -> str:
     "A short name for the model: `Unet-resnet18` for smp, `monai-BasicUNet` otherwise, the class for `_target_`."
@@ -52,7 +63,7 @@ _OLD_IMPLIED = {'loss': {'_target_': 'medseg.losses.DiceBCELoss', 'params': {}},
 
 def _comparable(cfg:Config) -> dict:
     "The config as saved, minus what may differ between a run and its resumption (or between medseg versions)."
-    d = config_to_dict(cfg); d['trainer'].pop('max_epochs', None)
+    d = config_to_dict(cfg); d['trainer'].pop('max_epochs', None); d['data'].pop('view_batch', None)
     if not d['heads']:  # configs saved before the redesign name the implied head's defaults explicitly
         if d['loss'] == _OLD_IMPLIED['loss']: d['loss'] = None
         if d['model']['classes'] == _OLD_IMPLIED['classes']: d['model']['classes'] = None
@@ -311,6 +322,15 @@ def _scores(results:list) -> dict:
     "Lightning's `trainer.test`/`validate` results as one `{metric: float}`."
     return {k: float(v) for r in results for k, v in r.items()}
 
+def write_batch_view(run:Path, dm) -> Path:
+    "`plots/batch.png`: the first training batch as the model will see it (augmented, with its labels), before training."
+    from medseg.plots import view_batch
+    import io as _io, matplotlib.pyplot as plt
+    dm.setup('fit')
+    fig = view_batch(dm.finish(next(iter(dm.train_dataloader()))), dm.heads, mean=dm.cfg.mean, std=dm.cfg.std)
+    buf = _io.BytesIO(); fig.savefig(buf, dpi=100); plt.close(fig)
+    return atomic_write(Path(run)/'plots'/'batch.png', buf.getvalue())
+
 def train(cfg:Config, # the whole config
           ckpt_path=None, # resume from this checkpoint (weights, optimizer, epoch); default: the run folder's `last.ckpt`
          ) -> RunResult:
@@ -322,6 +342,7 @@ def train(cfg:Config, # the whole config
     run, last = prepare_run_dir(cfg)
     resume_from = resume_from or last
     dm.write_skipped(run)  # `on_bad_sample: skip` lists every skipped sample in run/skipped_samples.csv
+    if cfg.data.view_batch: write_batch_view(run, dm)
     trainer = build_trainer(cfg, run, monitors)
     if resume_from: _set_aside_metrics(run)
     t0 = time.time()
@@ -397,6 +418,7 @@ def predict(cfg:Config, ckpt_path=None) -> dict:
 def find_checkpoints(cfg:Config, patterns=()) -> list[Path]:
     "Checkpoint files from paths or glob patterns, else the best (or last) checkpoint of each run folder under `paths.out_dir`."
     import glob
+    if isinstance(patterns, (str, Path)): patterns = [patterns]
     if patterns:
         found = [Path(p) for pat in patterns for p in sorted(glob.glob(str(resolve_path(pat)), recursive=True)) if Path(p).is_file()]
         if not found: raise ConfigError(f"evaluate: no checkpoint matches {', '.join(map(str, patterns))}")
@@ -454,8 +476,9 @@ def cli_parser() -> argparse.ArgumentParser:
     for m, h in MODES.items():
         s = sub.add_parser(m, help=h, description=f"medseg {m}: {h}.")
         s.add_argument('--config', '-c', default=None, help='YAML config file (default: the built-in job)')
-        s.add_argument('--ckpt_path', default=None, help='checkpoint: fit resumes from it; the other modes run it '
-                       '(default: fit resumes the run folder\'s last.ckpt; the others take paths.run_name\'s best)')
+        if m == 'evaluate': s.add_argument('--ckpt_path', nargs='*', default=[], help='checkpoints or glob patterns (default: the best of every run folder under paths.out_dir)')
+        else: s.add_argument('--ckpt_path', default=None, help="checkpoint: fit resumes from it, the other modes run it (default: fit resumes the run folder's "
+                             "last.ckpt; the others take the best of the run folder paths.run_name)")
         s.add_argument('overrides', nargs='*', help='dotted overrides, e.g. trainer.max_epochs=3')
     return p
 
