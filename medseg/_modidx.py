@@ -570,4 +570,5 @@ d = { 'settings': { 'branch': 'main',
                              'medseg.task.OptimMixin._length': ('task.html#optimmixin._length', 'medseg/task.py'),
                              'medseg.task.OptimMixin.configure_optimizers': ('task.html#optimmixin.configure_optimizers', 'medseg/task.py'),
                              'medseg.task._base_lr': ('task.html#_base_lr', 'medseg/task.py'),
+                             'medseg.task.prepare_model': ('task.html#prepare_model', 'medseg/task.py'),
                              'medseg.task.scheduler_params': ('task.html#scheduler_params', 'medseg/task.py')}}}

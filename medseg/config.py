@@ -161,6 +161,8 @@ class ModelConfig(Section):
     lr_mults: dict[str, float] = Field({}, description='learning-rate multiplier per parameter group: encoder, decoder, heads (or model)')
     head_dropout: float = Field(0.0, ge=0, lt=1, description='multi-task: dropout before each classification, regression and zone head')
     zone_grid: Optional[tuple[int, int]] = Field(None, description='zones head: pool a rows x cols grid, one cell per zone (CSI: 3 x 2); None: global pooling')
+    channels_last: bool = Field(False, description='keep weights and input batches in channels-last memory format (faster convolutions with bf16/fp16 on tensor-core GPUs)')
+    compile: bool = Field(False, description='`torch.compile` the network in place (slower first steps, faster after; on a CPU it needs a C++ compiler)')
     target: Optional[Target] = Field(None, description='any other model class, e.g. `monai.networks.nets.BasicUNet`')
     renamed: ClassVar[dict[str, str]] = {'decoder': 'arch'}  # the source systems' name for the smp architecture
 

@@ -271,14 +271,15 @@ def build_task(cfg:Config):
     when the config declares no heads the data implies them (the built-in manifest: one binary `mask` head)."""
     from medseg.data import MedDataModule
     from medseg.models import build_model
-    from medseg.task import MultiTask
+    from medseg.task import MultiTask, prepare_model
     extra, m = tuple(cfg.allow_modules), cfg.model
     dm = MedDataModule(cfg.data, cfg.heads or None, in_channels=m.in_channels, seed=cfg.seed)
     dm.prepare_data(); dm.load()
     heads = select_heads(implied_heads(cfg, dm.heads), cfg.recipe)
     task = MultiTask(build_model(m, extra, heads), heads, cfg.optimizer, cfg.scheduler, extra, m.lr_mults, tta=cfg.predict.tta,
-                     nan_guard=cfg.callbacks.nan_guard)
+                     nan_guard=cfg.callbacks.nan_guard, channels_last=m.channels_last)
     check_im_size(task.model, cfg.data.im_size)
+    prepare_model(task.model, m.channels_last, m.compile)
     return task, dm
 
 

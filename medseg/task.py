@@ -20,7 +20,7 @@ from .metrics import head_metrics
 from .models import param_groups
 
 # %% auto #0
-__all__ = ['scheduler_params', 'OptimMixin', 'MultiTask', 'GradientCheck']
+__all__ = ['scheduler_params', 'OptimMixin', 'MultiTask', 'GradientCheck', 'prepare_model']
 
 # %% ../nbs/07_task.ipynb #c005
 def _base_lr(opt_cfg:OptimizerConfig, extra_allowed=()) -> float:
@@ -73,16 +73,19 @@ class MultiTask(OptimMixin, L.LightningModule):
                  lr_mults:Optional[dict]=None, # `model.lr_mults`: learning-rate multiplier per parameter group
                  tta:bool=False, # `predict.tta`: average predictions over horizontal and vertical flips
                  nan_guard:bool=True, # `callbacks.nan_guard`: stop at the first non-finite training loss, naming the step and the head
+                 channels_last:bool=False, # `model.channels_last`: input batches in channels-last memory format (the model is converted by `prepare_model`)
                 ):
         super().__init__()
         self.model, self.heads = model, list(heads)
         self.loss = MultiTaskLoss(self.heads, extra_allowed)
         self.opt_cfg, self.sched_cfg, self.extra_allowed = optimizer or OptimizerConfig(), scheduler, tuple(extra_allowed)
-        self.lr_mults, self.tta, self.nan_guard = dict(lr_mults or {}), tta, nan_guard
+        self.lr_mults, self.tta, self.nan_guard, self.channels_last = dict(lr_mults or {}), tta, nan_guard, channels_last
         self.metrics = nn.ModuleDict({s: nn.ModuleDict({h.name: head_metrics(h, f'{s}_{h.name}_') for h in self.heads})
                                       for s in ('val', 'test')})
     def forward(self, x) -> dict:
-        out = self.model(check_input(x))
+        x = check_input(x)
+        if self.channels_last and x.ndim == 4: x = x.contiguous(memory_format=torch.channels_last)
+        out = self.model(x)
         if torch.is_tensor(out):
             if len(self.heads) != 1: raise ValueError(f"the model returned one tensor but there are {len(self.heads)} heads")
             out = {self.heads[0].name: out}
@@ -151,3 +154,13 @@ class GradientCheck(Callback):
         if self.unused:
             warnings.warn(f"check_gradients: {len(self.unused)} parameters got no gradient in the first step, e.g. "
                           f"{', '.join(self.unused[:5])}: freeze them, or use strategy ddp_find_unused_parameters_true under DDP")
+
+# %% ../nbs/07_task.ipynb #c012b
+def prepare_model(model:nn.Module, # the network
+                  channels_last:bool=False, # `model.channels_last`
+                  compile:bool=False, # `model.compile`
+                 ) -> nn.Module:
+    "The network in channels-last memory format and/or compiled in place (its `state_dict` keys unchanged)."
+    if channels_last: model = model.to(memory_format=torch.channels_last)
+    if compile: model.compile()
+    return model
