@@ -20,7 +20,7 @@ from .io import file_stem, image_shape, is_image_file
 
 # %% auto #0
 __all__ = ['gather_predictions', 'check_preds', 'head_probs', 'predictions_table', 'seg_to_original', 'seg_probs_to_original',
-           'seg_scores', 'output_stems', 'original_sizes', 'write_seg_head', 'write_predictions']
+           'seg_scores', 'output_stems', 'original_sizes', 'write_seg_head', 'PredictionWriter', 'write_predictions']
 
 # %% ../nbs/07b_predict.ipynb #c005
 def _rows(b:dict, part:str) -> dict: return dict(b.get(part) or {})
@@ -278,6 +278,58 @@ def write_seg_head(out_dir, # the predictions folder; the head writes into `out_
         if save_probs: probs.append(atomic_write(folder/f'{stem}_prob.npy', _npy(seg_probs_to_original(x, head, size)), fsync=False))
     return masks, probs
 
+class PredictionWriter:
+    "Writes predictions batch by batch: each batch's masks go to disk at once, only the per-image table rows stay in memory until `close`."
+    def __init__(self, out_dir, # the predictions folder (`run/predictions`)
+                 heads:Sequence[HeadConfig], # the heads to write
+                 ids:Optional[Sequence[str]]=None, # every sample id to come (names files as `output_stems` does for the whole split); None: named batch by batch
+                 paths:Optional[dict]=None, # id -> image file: a `path` column and masks at the images' original sizes
+                 save_probs:bool=False, # `predict.save_probs`: also each seg head's probabilities, `<stem>_prob.npy`
+                 axis:int=2, # NIfTI: the slice axis (`data.slice_axis`), for original sizes
+                ):
+        self.out_dir, self.heads, self.paths, self.save_probs, self.axis = Path(out_dir), list(heads), paths, save_probs, axis
+        self.seg = [h for h in self.heads if h.kind == 'seg']
+        self.stems = dict(zip(map(str, ids), output_stems([str(i) for i in ids], paths))) if ids is not None else {}
+        self.taken = {s.lower() for s in self.stems.values()}
+        self.tables, self.scores, self.n = [], [], 0
+        self.written = {k: [] for h in self.seg for k in ([h.name, f'{h.name}.prob'] if save_probs else [h.name])}
+
+    def _stems(self, ids:list) -> list:
+        "Each id's file stem: the one planned for the whole split, else this batch's, made unique against those taken."
+        fresh = dict(zip(ids, output_stems(ids, self.paths)))
+        out = []
+        for i in ids:
+            if i not in self.stems:
+                n, s = 1, fresh[i]
+                while s.lower() in self.taken: n += 1; s = f'{fresh[i]}_{n}'
+                self.stems[i] = s; self.taken.add(s.lower())
+            out.append(self.stems[i])
+        return out
+
+    def write(self, preds:dict): # one batch (or a whole split): `{'id', 'outputs', 'labels'}`
+        "Write one batch's masks (and probabilities) and keep its table rows and scores."
+        check_preds(preds, self.heads)
+        ids = [str(i) for i in preds['id']]
+        table = predictions_table(preds, self.heads, self.paths)
+        if self.seg: stems, sizes = self._stems(ids), original_sizes(ids, self.paths, self.axis)
+        at = 2 if self.paths is not None else 1
+        for h in self.seg:
+            masks, probs = write_seg_head(self.out_dir, preds['outputs'][h.name], h, stems, sizes, self.save_probs)
+            table.insert(at, f'{h.name}_file', ['|'.join(f.relative_to(self.out_dir).as_posix() for f in fs) for fs in masks]); at += 1
+            self.written[h.name] += [f for fs in masks for f in fs]
+            if self.save_probs: self.written[f'{h.name}.prob'] += probs
+        self.tables.append(table)
+        if any(h.name in (preds.get('labels') or {}) for h in self.seg): self.scores.append(seg_scores(preds, self.heads))
+        self.n += len(ids)
+
+    def close(self) -> dict[str, list[Path]]:
+        "Write `predictions.csv` (and `scores.csv` where seg labels came); return every file written, by kind."
+        table = pd.concat(self.tables, ignore_index=True) if self.tables else pd.DataFrame({'id': []})
+        written = {**self.written, 'predictions.csv': [atomic_write(self.out_dir/'predictions.csv', table.to_csv(index=False))]}
+        if self.scores:
+            written['scores.csv'] = [atomic_write(self.out_dir/'scores.csv', pd.concat(self.scores, ignore_index=True).to_csv(index=False))]
+        return written
+
 def write_predictions(out_dir, # the predictions folder (`run/predictions`)
                       preds:dict, # `{'id', 'outputs', 'labels'}` (`gather_predictions`)
                       heads:Sequence[HeadConfig], # the heads to write
@@ -287,17 +339,6 @@ def write_predictions(out_dir, # the predictions folder (`run/predictions`)
                      ) -> dict[str, list[Path]]:
     "Write `predictions.csv`, each seg head's masks in `out_dir/<head>/` and, where seg labels exist, `scores.csv`; return the files by kind."
     check_preds(preds, heads)
-    out_dir, ids = Path(out_dir), list(preds['id'])
-    table, written = predictions_table(preds, heads, paths), {}
-    seg = [h for h in heads if h.kind == 'seg']
-    if seg: stems, sizes = output_stems(ids, paths), original_sizes(ids, paths, axis)
-    at = 2 if paths is not None else 1
-    for h in seg:
-        masks, probs = write_seg_head(out_dir, preds['outputs'][h.name], h, stems, sizes, save_probs)
-        table.insert(at, f'{h.name}_file', ['|'.join(f.relative_to(out_dir).as_posix() for f in fs) for fs in masks]); at += 1
-        written[h.name] = [f for fs in masks for f in fs]
-        if save_probs: written[f'{h.name}.prob'] = probs
-    written['predictions.csv'] = [atomic_write(out_dir/'predictions.csv', table.to_csv(index=False))]
-    if any(h.name in (preds.get('labels') or {}) for h in seg):
-        written['scores.csv'] = [atomic_write(out_dir/'scores.csv', seg_scores(preds, heads).to_csv(index=False))]
-    return written
+    w = PredictionWriter(out_dir, heads, preds['id'], paths, save_probs, axis)
+    w.write(preds)
+    return w.close()

@@ -4,7 +4,7 @@
 
 # %% ../nbs/08_run.ipynb #c002
 from __future__ import annotations
-import argparse, json, sys, time, warnings
+import argparse, json, os, sys, time, warnings
 from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
@@ -20,9 +20,10 @@ from .heads import HeadConfig, head_size, select_heads
 __all__ = ['VERSIONED', 'fit', 'MODES', 'git_state', 'package_versions', 'model_label', 'run_dir_for', 'prepare_run_dir',
            'build_loggers', 'resolve_monitors', 'resolve_monitor', 'build_callbacks', 'build_trainer',
            'checkpoint_file', 'checkpoint_for', 'load_checkpoint', 'eval_run_dir', 'collect_predictions',
-           'sample_paths', 'write_plots', 'RunResult', 'read_metrics', 'check_im_size', 'implied_heads', 'build_task',
-           'has_split', 'update_summary', 'write_scores', 'format_scores', 'write_batch_view', 'train', 'score', 'test',
-           'validate', 'predict', 'find_checkpoints', 'markdown_table', 'evaluate', 'cli_parser', 'main']
+           'sample_paths', 'write_plots', 'papermill_output_path', 'papermill_output', 'keep_notebook', 'RunResult',
+           'read_metrics', 'check_im_size', 'implied_heads', 'build_task', 'has_split', 'update_summary',
+           'write_scores', 'format_scores', 'write_batch_view', 'train', 'score', 'test', 'validate', 'predict',
+           'find_checkpoints', 'markdown_table', 'evaluate', 'cli_parser', 'main']
 
 # %% ../nbs/08_run.ipynb #c005
 VERSIONED = ('medseg', 'torch', 'torchvision', 'lightning', 'segmentation-models-pytorch', 'monai', 'timm',
@@ -193,19 +194,42 @@ def eval_run_dir(cfg:Config, ckpt:Path) -> Path:
     run.mkdir(parents=True, exist_ok=True); save_config(cfg, run/'config.yaml')
     return run
 
-def collect_predictions(task, dm, split:str, max_images:int=8) -> tuple[dict, Optional['torch.Tensor']]:
-    "Every sample of `split` through `task.predict_step` (labels kept where the split has them), and the first images for display."
+def _drop_seg(out:dict, seg:set) -> dict:
+    "A `predict_step` output without its seg heads' logits and labels (the big tensors)."
+    keep = lambda d: {k: v for k, v in (d or {}).items() if k not in seg and k.removesuffix('_valid') not in seg}
+    return {'id': out['id'], 'outputs': keep(out.get('outputs')), 'labels': keep(out.get('labels'))}
+
+def _first(preds:dict, seg:set, n:int) -> dict:
+    "The seg heads' logits and labels of the first `n` samples."
+    pick = lambda d: {k: v[:n] for k, v in (d or {}).items() if k in seg or k.removesuffix('_valid') in seg}
+    return {'outputs': pick(preds['outputs']), 'labels': pick(preds['labels'])}
+
+def collect_predictions(task, dm, split:str,
+                        max_images:int=8, # images (and seg logits) kept for the figures
+                        writer=None, # a `medseg.predict.PredictionWriter`: each batch is written as it comes
+                       ) -> tuple[dict, Optional['torch.Tensor']]:
+    """Every sample of `split` through `task.predict_step` (labels kept where the split has them), and the first images.
+    Every head's predictions of every sample come back except the seg heads', kept for the first `max_images` samples only:
+    the masks of a whole split go to `writer` batch by batch, never into memory at once."""
     import torch
     from lightning.fabric.utilities.apply_func import move_data_to_device
     from medseg.data import denormalize_input, make_loader
     from medseg.predict import gather_predictions
-    task.eval(); outs, imgs = [], []
+    seg = {h.name for h in task.heads if h.kind == 'seg'}
+    task.eval(); small, first, imgs = [], [], []
     with torch.inference_mode():
         for b in make_loader(dm.dataset(split), dm.cfg):
             b = dm.finish(move_data_to_device(b, task.device))
-            outs.append(task.predict_step(b, 0))
-            if sum(len(x) for x in imgs) < max_images: imgs.append(denormalize_input(b['image'], dm.cfg.mean, dm.cfg.std).clamp(0, 1).cpu())
-    return gather_predictions(outs), (torch.cat(imgs)[:max_images] if imgs else None)
+            out = move_data_to_device(task.predict_step(b, 0), 'cpu')
+            if writer is not None: writer.write(out)
+            small.append(_drop_seg(out, seg))
+            if sum(len(x) for x in imgs) < max_images:
+                first.append(out); imgs.append(denormalize_input(b['image'], dm.cfg.mean, dm.cfg.std).clamp(0, 1).cpu())
+    preds = gather_predictions(small)
+    if seg and first:
+        f = _first(gather_predictions(first), seg, max_images)
+        for part in ('outputs', 'labels'): preds[part].update(f[part])
+    return preds, (torch.cat(imgs)[:max_images] if imgs else None)
 
 def sample_paths(dm, split:str) -> dict:
     "`{sample id: image file}` of a split (for predictions at the original size)."
@@ -221,6 +245,41 @@ def write_plots(run:Path, task, dm, split:str, metrics=None, preds=None, images=
         return write_run_plots(Path(run)/'plots', task.heads, metrics=metrics, preds=preds, images=images)
     except Exception as e:
         warnings.warn(f"plots of {run} not written: {type(e).__name__}: {e}"); return []
+
+# %% ../nbs/08_run.ipynb #k001
+def papermill_output_path(argv:list, # a process's command line
+                          cwd, # its working folder
+                         ) -> Optional[Path]:
+    "The notebook a papermill command line writes, resolved against `cwd`; None when it is no papermill command or writes to stdout or a URL."
+    at = next((i for i, a in enumerate(argv) if Path(a).name == 'papermill' and (i == 0 or argv[i - 1] == '-m' or Path(a).parent.name)), None)
+    if at is None: return None
+    from papermill.cli import papermill as command
+    try: out = command.make_context('papermill', list(argv[at + 1:]), resilient_parsing=True).params.get('output_path')
+    except Exception: return None
+    if not out or out == '-' or '://' in out: return None
+    return (Path(cwd)/out).resolve()
+
+def papermill_output() -> Optional[Path]:
+    "The notebook papermill is writing, when this runs in a kernel papermill started (`$MEDSEG_NOTEBOOK_OUT`, else the parent's command line)."
+    if os.environ.get('MEDSEG_NOTEBOOK_OUT'): return Path(os.environ['MEDSEG_NOTEBOOK_OUT']).resolve()
+    try:
+        import psutil
+        parent = psutil.Process().parent()
+        return papermill_output_path(parent.cmdline(), parent.cwd()) if parent else None
+    except Exception: return None
+
+def keep_notebook(run, # the run folder
+                  src=None, # the executed notebook; default: papermill's output (`papermill_output`)
+                 ) -> Optional[Path]:
+    "Copy the executed notebook into `run/notebook.ipynb` (atomically); None when there is none."
+    src = Path(src) if src else papermill_output()
+    if src is None or not src.is_file(): return None
+    for _ in range(10):  # papermill may be saving it this very moment
+        text = src.read_text()
+        try: json.loads(text); break
+        except ValueError: time.sleep(0.2)
+    else: return None
+    return atomic_write(Path(run)/'notebook.ipynb', text)
 
 # %% ../nbs/08_run.ipynb #c012
 @dataclass
@@ -403,16 +462,18 @@ def validate(cfg:Config, ckpt_path=None) -> dict:
     return score(cfg, ckpt_path, 'validate')
 
 def predict(cfg:Config, ckpt_path=None) -> dict:
-    "Predictions of a checkpoint on `data.predict_dir` (or the test split, with scores where labels exist) into `run/predictions`."
-    from medseg.predict import write_predictions
+    "Predictions of a checkpoint on `data.predict_dir` (or the test split, with scores where labels exist) into `run/predictions`, written batch by batch."
+    from medseg.predict import PredictionWriter
     task, dm, ckpt, run = _eval_setup(cfg, ckpt_path)
     split = 'predict' if cfg.data.predict_dir is not None else 'test'
-    preds, images = collect_predictions(task, dm, split)
-    written = write_predictions(run/'predictions', preds, task.heads, sample_paths(dm, split), save_probs=cfg.predict.save_probs,
-                                axis=cfg.data.slice_axis)
+    paths = sample_paths(dm, split)
+    writer = PredictionWriter(run/'predictions', task.heads, [str(i) for i in dm.dataset(split).s.ids], paths,
+                              save_probs=cfg.predict.save_probs, axis=cfg.data.slice_axis)
+    preds, images = collect_predictions(task, dm, split, writer=writer)
+    written = writer.close()
     write_plots(run, task, dm, split, preds=preds, images=images)
-    update_summary(run, predict={'ckpt': str(ckpt), 'split': split, 'n': len(preds['id'])})
-    print(f"predictions of {len(preds['id'])} images ({split}) in {run/'predictions'}")
+    update_summary(run, predict={'ckpt': str(ckpt), 'split': split, 'n': writer.n})
+    print(f"predictions of {writer.n} images ({split}) in {run/'predictions'}")
     return written
 
 # %% ../nbs/08_run.ipynb #e001

@@ -31,6 +31,9 @@ def test_papermill_train(tmp_path, where):
     # the executed notebook shows the curves and the overlay
     images = [o for c in executed['cells'] for o in c.get('outputs', []) if 'image/png' in o.get('data', {})]
     assert len(images) >= 2
+    kept = json.loads((tmp_path/'runs'/'pm'/'notebook.ipynb').read_text())  # the executed notebook, kept in the run folder
+    assert any('injected-parameters' in c['metadata'].get('tags', []) for c in kept['cells'])
+    assert sum('image/png' in o.get('data', {}) for c in kept['cells'] for o in c.get('outputs', [])) >= 2
 
 def test_papermill_relative_paths_resolve_to_project_root(tmp_path):
     "Relative data_dir/out_dir mean the same folders whether papermill runs in the root or in nbs/."
