@@ -4,22 +4,24 @@
 
 # %% ../../nbs/03a_data.layouts.ipynb #a002
 from __future__ import annotations
-import os, re
+import os, re, shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional, Sequence
 
 import numpy as np
 import pandas as pd
+from PIL import Image
 
 from ..config import ConfigError, DataConfig, HeadConfig, did_you_mean
-from ..io import DataError, count_frames, file_stem, image_shape, is_image_file, read_npz_splits
+from ..io import DataError, count_frames, file_stem, image_shape, is_image_file, read_npz_splits, read_raw
 
 # %% auto #0
-__all__ = ['SPLITS', 'parse_labels', 'parse_class_columns', 'Samples', 'check_path', 'head_columns', 'samples_from_manifest',
-           'resolve_problems', 'samples_from_folder', 'class_folder_head', 'samples_from_class_folders',
-           'samples_from_mask_folders', 'samples_from_npz', 'check_headers', 'expand_frames', 'default_heads',
-           'read_layout']
+__all__ = ['SPLITS', 'TILE_COLUMNS', 'parse_labels', 'parse_class_columns', 'Samples', 'check_path', 'head_columns',
+           'samples_from_manifest', 'resolve_problems', 'samples_from_folder', 'class_folder_head',
+           'samples_from_class_folders', 'samples_from_mask_folders', 'samples_from_npz', 'check_headers',
+           'expand_frames', 'default_heads', 'read_layout', 'tile_starts', 'tile_image', 'split_bands', 'to_uint8',
+           'write_tiles']
 
 # %% ../../nbs/03a_data.layouts.ipynb #c011
 def _class_index(s:str, classes) -> Optional[int]:
@@ -375,3 +377,113 @@ def read_layout(cfg:DataConfig, # the `data` section: `layout` and its keys
         heads = [h] if h is not None else []
     else: raise ConfigError("data.layout 'images' has no labels to train on; use it through data.predict_dir")
     return s, heads, pr
+
+# %% ../../nbs/03a_data.layouts.ipynb #t101
+def tile_starts(length:int, # pixels along the axis
+                size:int, # tile side
+                stride:Optional[int]=None, # step between tiles; None: `size` (no overlap)
+               ) -> list[int]:
+    "Offsets of `size`-long windows every `stride` pixels covering `[0, length)`; the last ends flush with the edge."
+    stride = size if stride is None else stride
+    if size < 1 or stride < 1: raise ValueError(f"tile size and stride must be >= 1, got size={size}, stride={stride}")
+    if size > length: raise ValueError(f"a {size} px tile does not fit in {length} px")
+    starts = list(range(0, length - size + 1, stride))
+    return starts if starts[-1] == length - size else starts + [length - size]
+
+def tile_image(arr:np.ndarray, # `H x W` or `H x W x C` image or mask
+               size:int, # tile side in pixels
+               stride:Optional[int]=None, # step between tiles; None: `size` (side by side); smaller overlaps
+              ) -> list[tuple[int, int, np.ndarray]]:
+    "Cut `arr` into `size x size` tiles, row by row: `[(y, x, tile), ...]`, the last row and column flush with the edges."
+    arr = np.asarray(arr)
+    if arr.ndim not in (2, 3): raise ValueError(f"tile_image cuts H x W or H x W x C arrays, got shape {arr.shape}")
+    H, W = arr.shape[:2]
+    if size > min(H, W): raise ValueError(f"tile size {size} is larger than the image ({H} x {W})")
+    return [(y, x, arr[y:y + size, x:x + size]) for y in tile_starts(H, size, stride) for x in tile_starts(W, size, stride)]
+
+# %% ../../nbs/03a_data.layouts.ipynb #t105
+def split_bands(height:int, # rows in the field
+                ratios:Sequence[float]=(0.5, 0.25, 0.25), # train, val[, test] shares of the rows, top to bottom
+                size:int=1, # tile side: every band must hold a tile
+               ) -> dict[str, tuple[int, int]]:
+    "Row ranges `{split: (start, stop)}` of disjoint bands: train at the top, then val, test at the bottom."
+    if len(ratios) not in (2, 3) or any(r < 0 for r in ratios) or abs(sum(ratios) - 1) > 1e-6:
+        raise ValueError(f"ratios must be 2 or 3 non-negative shares (train, val[, test]) summing to 1, got {list(ratios)}")
+    cuts = np.round(np.cumsum([0, *ratios]) * height).astype(int)
+    bands = {s: (int(a), int(b)) for s, a, b in zip(SPLITS, cuts[:-1], cuts[1:]) if b > a}
+    for s, (a, b) in bands.items():
+        if b - a < size:
+            raise ValueError(f"the {s} band is {b - a} px tall ({ratios[SPLITS.index(s)]:g} of {height} rows), smaller than "
+                             f"a {size} px tile: use smaller tiles or a larger {s} share")
+    return bands
+
+# %% ../../nbs/03a_data.layouts.ipynb #t109
+def to_uint8(a:np.ndarray, # image as stored, `H x W` or `H x W x C`
+             percentiles:tuple=(0.5, 99.8), # values at or below / above these percentiles (per channel) become 0 / 255
+            ) -> np.ndarray:
+    "`a` rescaled to 8 bits between its percentiles, per channel; 8-bit input is returned unchanged."
+    a = np.asarray(a)
+    if a.dtype == np.uint8: return a
+    f = a.astype(np.float32)
+    lo, hi = np.percentile(f, percentiles, axis=(0, 1))
+    return np.round(np.clip((f - lo) / np.where(hi > lo, hi - lo, 1), 0, 1) * 255).astype(np.uint8)
+
+# %% ../../nbs/03a_data.layouts.ipynb #t112
+TILE_COLUMNS = ('image', 'split', 'y', 'x')  # manifest columns `write_tiles` writes besides one per mask
+
+def _field(x, what:str) -> np.ndarray:
+    "An array, or the pixels of a file medseg reads; one channel as `H x W`."
+    a, _ = read_raw(x) if isinstance(x, (str, Path)) else (np.asarray(x), None)
+    if a.ndim == 3 and a.shape[-1] == 1: a = a[..., 0]
+    if a.ndim not in (2, 3): raise DataError(f"{what}: expected an H x W or H x W x C array, got shape {a.shape}")
+    return a
+
+def _mask_pixels(m:np.ndarray, name:str, labels:bool) -> np.ndarray:
+    "A mask as PNG pixels: foreground 0/255, or (`labels`) its integer values in 8 or 16 bits."
+    if m.ndim != 2: raise DataError(f"mask {name!r}: expected one channel (H x W), got shape {m.shape}")
+    if not labels: return np.where(m > 0, 255, 0).astype(np.uint8)
+    if not np.all(m == np.round(m)) or m.min() < 0 or m.max() > 65535:
+        raise DataError(f"mask {name!r}: labels=True keeps integer labels 0..65535 (a PNG), got values {m.min()}..{m.max()}")
+    return m.astype(np.uint8 if m.max() < 256 else np.uint16)
+
+def write_tiles(image, # the field: `H x W (x C)` array or image file
+                masks:dict, # mask name (the seg head's) -> `H x W` array or file: instance ids or 0/1
+                folder, # written: `images/`, `masks/<name>/` (PNG, same file names) and `manifest.csv`
+                size:int=128, # tile side in pixels
+                stride:Optional[int]=None, # step between training tiles (None: `size`); val/test tiles are cut side by side
+                split:Optional[str]='spatial', # 'spatial': train/val/test from disjoint bands of rows; None: no split column
+                ratios:Sequence[float]=(0.5, 0.25, 0.25), # band heights, top to bottom: train, val[, test]
+                percentiles:Optional[tuple]=(0.5, 99.8), # non-8-bit images: 8-bit PNG between these percentiles of the field; None: as stored
+                labels:bool=False, # masks keep their values (instance ids); False: foreground 0/255
+                prefix:str='tile', # file names `<prefix>_<y>_<x>.png`
+                overwrite:bool=False, # replace tiles written to `folder` before
+               ) -> pd.DataFrame:
+    "Cut one large image and its masks into tile files (`manifest` or `mask_folders` layout) with spatial splits; returns the manifest."
+    if split not in ('spatial', None): raise ValueError(f"split must be 'spatial' or None, got {split!r}")
+    img = _field(image, 'image')
+    if img.ndim == 3 and img.shape[-1] not in (3, 4): raise DataError(f"image: a PNG holds 1, 3 or 4 channels, got shape {img.shape}")
+    ms = {}
+    for n, m in masks.items():
+        if n in TILE_COLUMNS or not n or Path(n).name != n: raise DataError(f"mask name {n!r}: use a plain folder name other than {', '.join(TILE_COLUMNS)}")
+        m = _field(m, f'mask {n!r}')
+        if m.shape[:2] != img.shape[:2]: raise DataError(f"mask {n!r} is {m.shape[0]} x {m.shape[1]}, the image {img.shape[0]} x {img.shape[1]}")
+        ms[n] = _mask_pixels(m, n, labels)
+    if percentiles is not None: img = to_uint8(img, percentiles)
+    elif not (img.dtype == np.uint8 or (img.dtype == np.uint16 and img.ndim == 2)):
+        raise DataError(f"image: {img.dtype} pixels of shape {img.shape} do not fit a PNG as stored; set percentiles to write 8 bits")
+    bands = split_bands(img.shape[0], ratios, size) if split else {'': (0, img.shape[0])}
+    folder = Path(folder); dirs = [folder/'images', *(folder/'masks'/n for n in ms)]
+    if (folder/'manifest.csv').exists() or any(d.is_dir() and any(d.iterdir()) for d in dirs):
+        if not overwrite: raise DataError(f"{folder} already holds tiles (manifest.csv, images/ or masks/): pass overwrite=True to replace them")
+        for d in dirs: shutil.rmtree(d, ignore_errors=True)
+    for d in dirs: d.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for sp, (a, b) in bands.items():
+        for y, x, t in tile_image(img[a:b], size, stride if sp in ('train', '') else None):
+            y += a; name = f'{prefix}_{y:04d}_{x:04d}.png'
+            Image.fromarray(np.ascontiguousarray(t)).save(folder/'images'/name)
+            for n, m in ms.items(): Image.fromarray(np.ascontiguousarray(m[y:y + size, x:x + size])).save(folder/'masks'/n/name)
+            rows.append({'image': f'images/{name}', **{n: f'masks/{n}/{name}' for n in ms}, **({'split': sp} if sp else {}), 'y': y, 'x': x})
+    df = pd.DataFrame(rows)
+    df.to_csv(folder/'manifest.csv', index=False)
+    return df
