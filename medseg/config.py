@@ -329,10 +329,12 @@ class PredictConfig(Section):
     tta: bool = Field(False, description='average the predictions over horizontal and vertical flips (test-time augmentation)')
 
 class LoggingConfig(Section):
-    "Experiment loggers. CSV always; others are extras."
-    loggers: list[Literal['csv', 'tensorboard', 'wandb', 'mlflow']] = Field(['csv'], description='which loggers')
-    project: str = Field('medseg', description='project name for W&B / MLflow')
+    "Experiment loggers, several at once, all writing under the run folder (`medseg.loggers`). CSV always; the others are extras."
+    loggers: list[Literal['csv', 'tensorboard', 'wandb', 'mlflow', 'clearml']] = Field(['csv'], description='which loggers (CSV is always on); each other one needs its extra, e.g. pip install "medseg[clearml]"')
+    project: str = Field('medseg', description='project name for W&B / MLflow / ClearML')
     wandb_mode: Literal['online', 'offline', 'disabled'] = Field('offline', description='W&B mode; offline needs no login')
+    log_model: Union[bool, Literal['all']] = Field(False, description="upload checkpoints as artifacts: true the best and last at the end of fitting, 'all' every checkpoint as it is saved (W&B; ClearML: the best)")
+    clearml_offline: bool = Field(True, description='ClearML offline mode: the session (metrics, parameters, artifacts) goes to `<run>/clearml/offline/`, for `Task.import_offline_session`; false needs a ClearML server in clearml.conf')
 
 class PathsConfig(Section):
     "Where runs go."

@@ -4,6 +4,7 @@
 
 # %% ../nbs/00a_heads.ipynb #h002
 from __future__ import annotations
+import math, statistics
 from typing import ClassVar, Literal, Optional, Sequence, Union
 
 from pydantic import Field, ValidationInfo, field_validator, model_validator
@@ -12,8 +13,8 @@ from .core import ConfigError, Section, Target, did_you_mean
 
 # %% auto #0
 __all__ = ['HEAD_KINDS', 'KIND_FORMS', 'LOSS_NAMES', 'RECIPES', 'LEGACY_METRICS', 'target_form', 'unknown_class', 'loss_path',
-           'list_losses', 'default_loss', 'resolve_loss_spec', 'HeadConfig', 'check_head_names', 'select_heads',
-           'head_size', 'metric_name', 'canonical_metric']
+           'list_losses', 'default_loss', 'resolve_loss_spec', 'HeadConfig', 'check_head_names', 'target_stats',
+           'with_target_stats', 'target_scale', 'select_heads', 'head_size', 'metric_name', 'canonical_metric']
 
 # %% ../nbs/00a_heads.ipynb #h005
 HEAD_KINDS = ('seg', 'cls', 'reg', 'zones')  # segmentation, classification, regression, zone scores
@@ -123,6 +124,9 @@ class HeadConfig(Section):
     threshold: float = Field(0.5, gt=0, lt=1, description='probability above which a sigmoid output counts as positive (metrics, predictions)')
     f_beta: float = Field(1.0, gt=0, description='cls: beta of the extra F-beta metrics (1: F1 only)')
     severity_thresholds: list[float] = Field([1.3, 2.2], description='zones: bounds of the mean zone score between the severity classes (mild, moderate, severe); the CSI system used 1.3 and 2.2')
+    standardize: bool = Field(True, description="reg: learn the target standardised by the training split's mean and standard deviation (kept in the model, so predictions, metrics and exports stay in the original units)")
+    target_mean: Optional[float] = Field(None, description="reg: the mean the target is standardised by; filled in from the training split by `fit` and saved in the run's config.yaml")
+    target_std: Optional[float] = Field(None, gt=0, description="reg: the standard deviation the target is standardised by; filled in with `target_mean`")
     loss: Union[str, Target, None] = Field(None, validate_default=True, description="short name or `{_target_, params}`; none: the default for the head's labels (saved resolved)")
     renamed: ClassVar[dict[str, str]] = {'f1_beta_value': 'f_beta'}  # the chest X-ray system's name
 
@@ -149,6 +153,8 @@ class HeadConfig(Section):
         if self.kind == 'zones' and not self.zones: raise ValueError(f"head {self.name!r}: a zones head needs `zones` > 0")
         if self.severity_thresholds != sorted(self.severity_thresholds):
             raise ValueError(f"head {self.name!r}: severity_thresholds must increase, got {self.severity_thresholds}")
+        if self.kind != 'reg' and (self.target_mean is not None or self.target_std is not None):
+            raise ValueError(f"head {self.name!r}: target_mean and target_std belong to reg heads, not {self.kind} heads")
         if self.kind == 'seg' and self.multiclass and len(self.classes) < 2:
             raise ValueError(f"head {self.name!r}: a multiclass seg head needs its `classes` (background first), got {self.classes}")
         return self
@@ -159,6 +165,29 @@ def check_head_names(heads:Sequence[HeadConfig]):
     names = [h.name for h in heads]
     dup = sorted({n for n in names if names.count(n) > 1})
     if dup: raise ConfigError(f"heads: names must be unique, repeated: {', '.join(dup)}")
+
+# %% ../nbs/00a_heads.ipynb #h018b
+def target_stats(values:Sequence[float]) -> Optional[tuple[float, float]]:
+    "Mean and (population) standard deviation of the finite `values`; None when there are none."
+    v = [float(x) for x in values if x is not None and math.isfinite(float(x))]
+    if not v: return None
+    sd = statistics.pstdev(v)
+    return statistics.fmean(v), (sd if sd > 1e-8 else 1.0)
+
+def with_target_stats(heads:Sequence[HeadConfig], # the run's heads
+                      labels:dict, # head name -> the training split's labels of that head (NaN or None: unknown)
+                     ) -> list[HeadConfig]:
+    "The heads, each standardising reg head without statistics given those of its training labels."
+    out = []
+    for h in heads:
+        st = target_stats(labels.get(h.name, ())) if h.kind == 'reg' and h.standardize and h.target_mean is None else None
+        out.append(h.model_copy(update={'target_mean': st[0], 'target_std': st[1]}) if st else h)
+    return out
+
+def target_scale(h:HeadConfig) -> tuple[float, float]:
+    "`(mean, std)` that head `h`'s standardised output is turned back into original units with; (0, 1) for raw outputs."
+    if h.kind != 'reg' or not h.standardize or h.target_mean is None: return 0.0, 1.0
+    return float(h.target_mean), float(h.target_std or 1.0)
 
 # %% ../nbs/00a_heads.ipynb #h020
 RECIPES = {'cls': ('cls',), 'seg': ('seg',), 'cls_seg': ('cls', 'seg'), 'seg_age': ('seg', 'reg'),

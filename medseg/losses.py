@@ -11,7 +11,7 @@ from torch import nn
 import torch.nn.functional as F
 
 from .core import ConfigError, check_params, import_target
-from .heads import (KIND_FORMS, LOSS_NAMES, HeadConfig, default_loss, list_losses, resolve_loss_spec, target_form,
+from .heads import (KIND_FORMS, LOSS_NAMES, HeadConfig, default_loss, list_losses, resolve_loss_spec, target_form, target_scale,
                            unknown_class)
 
 # %% auto #0
@@ -341,6 +341,7 @@ class MultiTaskLoss(nn.Module):
         if not heads: raise ConfigError("MultiTaskLoss needs at least one head in `heads`")
         self.heads = list(heads)
         self.losses = nn.ModuleList(head_loss(h, extra_allowed) for h in self.heads)
+        self.scales = [target_scale(h) for h in self.heads]  # reg heads: the loss sees standardised values
     def forward(self, outputs, # {head name: logits}, or one tensor for a single head
                 batch:dict, # the batch: `batch[name]` targets, `batch[name + '_valid']` bool B
                ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
@@ -348,11 +349,12 @@ class MultiTaskLoss(nn.Module):
             if len(self.heads) > 1: raise ValueError(f"the model returned one tensor but there are {len(self.heads)} heads")
             outputs = {self.heads[0].name: outputs}
         total, parts = 0., {}
-        for h, loss in zip(self.heads, self.losses):
+        for h, loss, (mean, std) in zip(self.heads, self.losses, self.scales):
             if h.name not in outputs: raise KeyError(f"the model output has no head {h.name!r} (it has {', '.join(outputs)})")
             if h.name not in batch: raise KeyError(f"the batch has no labels {h.name!r} for head {h.name!r}; "
                                                    f"a dataset without them must still give them, with `{h.name}_valid` False")
             out, tgt = outputs[h.name], batch[h.name]
+            if (mean, std) != (0.0, 1.0): out, tgt = (out - mean) / std, (tgt - mean) / std
             rows = known_rows(tgt, batch.get(f'{h.name}_valid'))
             parts[h.name] = loss(out[rows], tgt[rows]) if rows.any() else _zero(out)
             total = total + h.alpha * parts[h.name]

@@ -16,14 +16,14 @@ from lightning.pytorch.callbacks import Callback
 
 from .config import (MODEL_FAMILIES, PARAM_GROUPS, ConfigError, HeadConfig, ModelConfig, check_params, did_you_mean,
                            instantiate, resolve_path)
-from .heads import check_head_names, head_size, select_heads
+from .heads import check_head_names, head_size, select_heads, target_scale
 
 # %% auto #0
 __all__ = ['MONAI_NETS', 'FAMILIES', 'HF_NOT_PIXELS', 'GROUPS', 'list_archs', 'list_encoders', 'list_encoder_weights',
            'list_models', 'PlainEncoder', 'PoolHead', 'PlainCNN', 'FirstOutput', 'HFClassifier', 'offline_mode',
-           'build_model', 'grid_pool', 'ZoneHead', 'MultiTaskModel', 'SplitHeads', 'build_multitask', 'get_encoder',
-           'model_parts', 'freeze_encoder', 'unfreeze_encoder', 'param_groups', 'UnfreezeEncoder', 'LoadReport',
-           'read_state_dict', 'load_weights']
+           'build_model', 'grid_pool', 'ZoneHead', 'TargetScale', 'target_scaler', 'MultiTaskModel', 'SplitHeads',
+           'build_multitask', 'get_encoder', 'model_parts', 'freeze_encoder', 'unfreeze_encoder', 'param_groups',
+           'UnfreezeEncoder', 'LoadReport', 'read_state_dict', 'load_weights']
 
 # %% ../nbs/04_models.ipynb #c006
 MONAI_NETS = {  # curated MONAI networks and their small 2D defaults (`model.params` overrides them)
@@ -371,6 +371,22 @@ class ZoneHead(nn.Module):
 def _head_specs(heads) -> list[tuple]:
     return [(h.name, h.kind, head_size(h), h.zones, len(h.classes)) for h in heads]
 
+class TargetScale(nn.Module):
+    "Turns the standardised outputs of the reg heads back into original units: `y * std + mean`, from buffers saved with the model."
+    def __init__(self, heads:list): # `HeadConfig`s; every reg head gets a (mean, std) pair, (0, 1) when it keeps raw values
+        super().__init__()
+        reg = [h for h in heads if h.kind == 'reg']
+        self.names = [h.name for h in reg]
+        self.register_buffer('mean', torch.tensor([target_scale(h)[0] for h in reg], dtype=torch.float32))
+        self.register_buffer('std', torch.tensor([target_scale(h)[1] for h in reg], dtype=torch.float32))
+    def forward(self, out:dict) -> dict:
+        for i, n in enumerate(self.names): out[n] = out[n] * self.std[i] + self.mean[i]
+        return out
+
+def target_scaler(heads:list) -> Optional[TargetScale]:
+    "A `TargetScale` when there are reg heads, else None (no buffers: a model without reg heads keeps its state_dict keys)."
+    return TargetScale(heads) if any(h.kind == 'reg' for h in heads) else None
+
 class MultiTaskModel(nn.Module):
     "One shared encoder, a segmentation decoder for the seg heads and a pooled head per cls/reg/zones head; returns `{head: logits}`."
     def __init__(self, encoder:nn.Module, # smp-style encoder returning a list of feature maps
@@ -389,6 +405,7 @@ class MultiTaskModel(nn.Module):
         ch = encoder.out_channels[-1]
         self.heads = nn.ModuleDict({h.name: ZoneHead(ch, h.zones, len(h.classes), zone_grid, head_dropout) if h.kind == 'zones'
                                     else PoolHead(ch, head_size(h), head_dropout) for h in heads if h.kind != 'seg'})
+        self.target_scale = target_scaler(heads)
     def forward(self, x):
         stride = getattr(self.encoder, 'output_stride', 1)
         if not torch.jit.is_tracing() and (x.shape[-1] % stride or x.shape[-2] % stride):
@@ -400,19 +417,21 @@ class MultiTaskModel(nn.Module):
             masks = self.segmentation_head(self.decoder(feats, prefix) if self.vit else self.decoder(feats))
             out.update(zip(self.seg_names, masks.split(self.seg_sizes, 1)))
         for n, h in self.heads.items(): out[n] = h(feats[-1])
-        return {n: out[n] for n in self.names}
+        out = {n: out[n] for n in self.names}
+        return out if self.target_scale is None else self.target_scale(out)
 
 class SplitHeads(nn.Module):
     "A single-output network whose output channels are split into `{head: logits}` (zones reshaped to B x Z x C)."
     def __init__(self, net:nn.Module, heads:list):
         super().__init__()
-        self.net, self.specs = net, _head_specs(heads)
+        self.net, self.specs, self.target_scale = net, _head_specs(heads), target_scaler(heads)
     def forward(self, x):
         y = self.net(x)
         sizes = [s[2] for s in self.specs]
         if y.shape[1] != sum(sizes):
             raise RuntimeError(f"the network gives {y.shape[1]} output channels but the heads need {sum(sizes)} ({sizes})")
-        return {n: (p.reshape(-1, z, c) if k == 'zones' else p) for (n, k, _, z, c), p in zip(self.specs, y.split(sizes, 1))}
+        out = {n: (p.reshape(-1, z, c) if k == 'zones' else p) for (n, k, _, z, c), p in zip(self.specs, y.split(sizes, 1))}
+        return out if self.target_scale is None else self.target_scale(out)
 
 # %% ../nbs/04_models.ipynb #c051
 def _build_smp_multitask(cfg:ModelConfig, heads:list) -> MultiTaskModel:
@@ -593,6 +612,10 @@ def _shape_hint(k, ck, mod) -> str:
         return f" The checkpoint's layer has {ck[0]} outputs, this model's {mod[0]}: the number of classes (or a head's classes) differs."
     return ''
 
+def _scale_buffer(k:str) -> bool:
+    "A `TargetScale` buffer: checkpoints from before target standardisation lack them, and load without them."
+    return k.endswith(('target_scale.mean', 'target_scale.std'))
+
 def load_weights(model:nn.Module, # the model to load into
                  src, # checkpoint path or state_dict
                  strict:bool=True, # every tensor must match by name and shape
@@ -604,7 +627,7 @@ def load_weights(model:nn.Module, # the model to load into
     prefix = _best_prefix(sd, msd)
     sd = {k[len(prefix):]: v for k, v in sd.items() if k.startswith(prefix)}
     r = LoadReport(prefix=prefix, mismatched=[(k, tuple(v.shape), tuple(msd[k].shape)) for k, v in sd.items() if k in msd and v.shape != msd[k].shape],
-                   missing=[k for k in msd if k not in sd], unexpected=[k for k in sd if k not in msd])
+                   missing=[k for k in msd if k not in sd and not _scale_buffer(k)], unexpected=[k for k in sd if k not in msd])
     where = f" in {src}" if not isinstance(src, dict) else ''
     if strict and r.mismatched:
         k, ck, mod = r.mismatched[0]

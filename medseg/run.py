@@ -10,18 +10,19 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Optional
 
+import numpy as np
 import pandas as pd
 
-from .config import (CheckpointConfig, Config, ConfigError, LoggingConfig, atomic_write, config_to_dict, did_you_mean,
+from .config import (CheckpointConfig, Config, ConfigError, atomic_write, config_to_dict, did_you_mean,
                            load_config, project_root, resolve_path, save_config, seed_everything)
-from .heads import HeadConfig, head_size, select_heads
+from .heads import HeadConfig, head_size, select_heads, with_target_stats
 
 # %% auto #0
 __all__ = ['VERSIONED', 'fit', 'MODES', 'git_state', 'package_versions', 'model_label', 'run_dir_for', 'prepare_run_dir',
-           'build_loggers', 'resolve_monitors', 'resolve_monitor', 'build_callbacks', 'build_trainer',
-           'checkpoint_file', 'checkpoint_for', 'load_checkpoint', 'eval_run_dir', 'collect_predictions',
-           'sample_paths', 'write_plots', 'papermill_output_path', 'papermill_output', 'keep_notebook', 'RunResult',
-           'read_metrics', 'check_im_size', 'implied_heads', 'build_task', 'has_split', 'update_summary',
+           'resolve_monitors', 'resolve_monitor', 'build_callbacks', 'build_trainer', 'checkpoint_file',
+           'checkpoint_for', 'load_checkpoint', 'eval_run_dir', 'collect_predictions', 'sample_paths', 'write_plots',
+           'papermill_output_path', 'papermill_output', 'keep_notebook', 'RunResult', 'read_metrics', 'check_im_size',
+           'implied_heads', 'train_labels', 'with_run_heads', 'build_task', 'has_split', 'update_summary',
            'write_scores', 'format_scores', 'write_batch_view', 'train', 'score', 'test', 'validate', 'predict',
            'find_checkpoints', 'markdown_table', 'evaluate', 'cli_parser', 'main']
 
@@ -88,22 +89,6 @@ def prepare_run_dir(cfg:Config) -> tuple[Path, Optional[Path]]:
     return run, (last if cfg.paths.resume and last.exists() else None)
 
 # %% ../nbs/08_run.ipynb #c009
-def build_loggers(cfg:LoggingConfig, run:Path) -> list:
-    "Lightning loggers for the `logging` section, all writing under the run folder."
-    from lightning.pytorch.loggers import CSVLogger
-    loggers = [CSVLogger(run, name='', version='')]
-    for name in cfg.loggers:
-        if name == 'wandb':
-            from lightning.pytorch.loggers import WandbLogger
-            loggers.append(WandbLogger(project=cfg.project, save_dir=str(run), name=run.name, mode=cfg.wandb_mode))
-        elif name == 'tensorboard':  # needs `tensorboard` or `tensorboardX` (the `tensorboard` extra)
-            from lightning.pytorch.loggers import TensorBoardLogger
-            loggers.append(TensorBoardLogger(save_dir=str(run), name='', version='tensorboard', default_hp_metric=False))
-        elif name == 'mlflow':
-            from lightning.pytorch.loggers import MLFlowLogger
-            loggers.append(MLFlowLogger(experiment_name=cfg.project, run_name=run.name, tracking_uri=f"sqlite:///{run/'mlflow.db'}"))
-    return loggers
-
 def resolve_monitors(cfg:CheckpointConfig, # the `checkpoint` section
                      task, # the `MultiTask` (its `metric_modes`, `default_monitor`)
                      validating:bool=True, # False when the run has no validation (`limit_val_batches: 0`): nothing to check against
@@ -146,6 +131,7 @@ def build_callbacks(cfg:Config, # the whole config (`checkpoint`, `callbacks`, `
 def build_trainer(cfg:Config, run:Path, monitors:list[tuple[str, str]]):
     "A `lightning.Trainer` from the `trainer`, `checkpoint`, `callbacks` and `logging` sections, writing into `run`."
     import lightning as L
+    from medseg.loggers import build_loggers
     callbacks = build_callbacks(cfg, run, monitors)
     return L.Trainer(**cfg.trainer.trainer_kwargs(), default_root_dir=run,
                      logger=build_loggers(cfg.logging, run), callbacks=callbacks, enable_model_summary=False)
@@ -176,6 +162,11 @@ def load_checkpoint(task, path:Path):
     sd = ck.get('state_dict') if isinstance(ck, dict) else None
     if not isinstance(sd, dict): raise ConfigError(f"{path}: not a Lightning checkpoint (no state_dict)")
     own = task.state_dict()
+    legacy = [k for k in own if k not in sd and k.endswith(('target_scale.mean', 'target_scale.std'))]
+    if legacy:  # a checkpoint from before target standardisation: its reg heads learned raw values
+        warnings.warn(f"{path}: no target statistics in this checkpoint (saved before medseg standardised regression targets); "
+                      "its regression heads are read as raw values")
+        sd = {**sd, **{k: torch.zeros_like(own[k]) if k.endswith('mean') else torch.ones_like(own[k]) for k in legacy}}
     missing, unexpected = sorted(set(own) - set(sd)), sorted(set(sd) - set(own))
     shapes = [k for k in set(own) & set(sd) if tuple(own[k].shape) != tuple(sd[k].shape)]
     if missing or unexpected or shapes:
@@ -325,6 +316,18 @@ def implied_heads(cfg:Config, # the whole config: `heads`, `loss`, `model.classe
                           "remove model.classes (the heads set the outputs)")
     return heads
 
+def train_labels(s, # the data set's `Samples`
+                 heads:list) -> dict:
+    "The training split's known labels of each reg head (for `with_target_stats`)."
+    train = np.asarray(s.split) == 'train'
+    return {h.name: np.asarray(s.labels[h.name], dtype=float)[train & np.asarray(s.valid[h.name], bool)]
+            for h in heads if h.kind == 'reg' and h.name in s.labels}
+
+def with_run_heads(cfg:Config, heads:list) -> Config:
+    "`cfg` with the heads the run trains written out when they carry measured target statistics (the run's config.yaml keeps them)."
+    if all(h.target_mean is None for h in heads if h.kind == 'reg') or list(cfg.heads) == list(heads): return cfg
+    return cfg.model_copy(update={'heads': list(heads)})
+
 def build_task(cfg:Config):
     """The LightningModule and DataModule for `cfg`. The data is read and checked here, before any training;
     when the config declares no heads the data implies them (the built-in manifest: one binary `mask` head)."""
@@ -335,6 +338,7 @@ def build_task(cfg:Config):
     dm = MedDataModule(cfg.data, cfg.heads or None, in_channels=m.in_channels, seed=cfg.seed)
     dm.prepare_data(); dm.load()
     heads = select_heads(implied_heads(cfg, dm.heads), cfg.recipe)
+    heads = with_target_stats(heads, train_labels(dm.load(), heads))  # reg heads learn standardised targets
     task = MultiTask(build_model(m, extra, heads), heads, cfg.optimizer, cfg.scheduler, extra, m.lr_mults, tta=cfg.predict.tta,
                      nan_guard=cfg.callbacks.nan_guard, channels_last=m.channels_last)
     check_im_size(task.model, cfg.data.im_size)
@@ -399,6 +403,7 @@ def train(cfg:Config, # the whole config
     task, dm = build_task(cfg)  # data read and checked, model built: a bad config or data stops here, before the run folder
     monitors = resolve_monitors(cfg.checkpoint, task, validating=cfg.trainer.limit_val_batches != 0)
     resume_from = checkpoint_file(ckpt_path, '--ckpt_path') if ckpt_path else None
+    cfg = with_run_heads(cfg, task.heads)  # measured target statistics go into the run's config.yaml
     run, last = prepare_run_dir(cfg)
     resume_from = resume_from or last
     dm.write_skipped(run)  # `on_bad_sample: skip` lists every skipped sample in run/skipped_samples.csv
@@ -422,6 +427,9 @@ def train(cfg:Config, # the whole config
     metrics = read_metrics(run) if (run/'metrics.csv').exists() else pd.DataFrame()
     if trainer.is_global_zero and not cfg.trainer.fast_dev_run:
         write_plots(run, task, dm, 'test' if has_split(dm, 'test') else 'val', metrics=metrics)
+    if trainer.is_global_zero:
+        from medseg.loggers import log_run_files
+        log_run_files(trainer.loggers, run, best_path)  # plots (and with `logging.log_model` checkpoints) to W&B, MLflow, ClearML
     return RunResult(run, best, best_path, metrics, monitor, task, dm)
 
 fit = train  # the mode's name on the command line

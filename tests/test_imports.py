@@ -2,7 +2,7 @@
 from conftest import run
 import sys
 
-HEAVY = ['monai', 'wandb', 'mlflow', 'optuna', 'sleap_io', 'motmetrics', 'onnxruntime']
+HEAVY = ['monai', 'wandb', 'mlflow', 'clearml', 'optuna', 'sleap_io', 'motmetrics', 'onnxruntime']
 
 def test_import_is_light():
     code = ("import sys, time; t = time.time(); import medseg, medseg.config, medseg.run; "
