@@ -28,7 +28,7 @@ sync-check:  ## fail if nbdev_export or nbdev_clean would change a tracked file
 	$(BIN)/python .ci/check_sync.py
 
 params-check:  ## each papermill notebook has exactly one `parameters` cell
-	$(BIN)/python .ci/check_params.py nbs/train.ipynb
+	$(BIN)/python .ci/check_params.py nbs/train.ipynb nbs/track.ipynb
 
 nbtest:  ## run the notebooks as tests, `slow` cells included (`cuda` cells run only where a GPU is: nbdev_test --flags "slow cuda")
 	$(BIN)/nbdev_test --n_workers $(NB_WORKERS) --flags slow

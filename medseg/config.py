@@ -15,13 +15,15 @@ from pydantic_core import to_jsonable_python
 
 from .core import (ALLOWED_MODULES, ConfigError, Section, Target, check_params, check_target, did_you_mean, import_target,
                    instantiate)
-from .heads import RECIPES, HeadConfig, canonical_metric, check_head_names, resolve_loss_spec
+from .heads import RECIPES, HeadConfig, MetricTarget, canonical_metric, check_head_names, recipe_heads, resolve_loss_spec
 
 # %% auto #0
-__all__ = ['MODEL_FAMILIES', 'PARAM_GROUPS', 'OPTIMIZERS', 'SCHEDULERS', 'PRECISIONS', 'SamplerConfig', 'DataConfig',
-           'ModelConfig', 'short_target', 'OptimizerConfig', 'SchedulerConfig', 'LossConfig', 'TrainerConfig',
-           'CheckpointConfig', 'EarlyStoppingConfig', 'CallbacksConfig', 'PredictConfig', 'LoggingConfig',
-           'PathsConfig', 'Config', 'parse_value', 'set_dotted', 'apply_overrides', 'format_errors', 'validate_config',
+__all__ = ['MODEL_FAMILIES', 'PARAM_GROUPS', 'OPTIMIZERS', 'SCHEDULERS', 'PRECISIONS', 'PLUGIN_KINDS', 'SamplerConfig',
+           'DataConfig', 'ModelConfig', 'short_target', 'OptimizerConfig', 'SchedulerConfig', 'LossConfig',
+           'TrainerConfig', 'CheckpointConfig', 'EarlyStoppingConfig', 'CallbacksConfig', 'PredictConfig',
+           'LoggingConfig', 'PathsConfig', 'qualified_name', 'plugin_kind', 'describe', 'check_plugin',
+           'dataset_takes_split', 'check_data_target', 'SearchSpace', 'OptunaSamplerConfig', 'OptunaPrunerConfig',
+           'OptunaConfig', 'Config', 'parse_value', 'set_dotted', 'apply_overrides', 'format_errors', 'validate_config',
            'read_yaml', 'load_config', 'atomic_write', 'config_to_dict', 'save_config', 'seed_everything',
            'project_root', 'resolve_path', 'config_sections', 'config_reference']
 
@@ -36,6 +38,7 @@ class DataConfig(Section):
     # where the data is and how it is laid out
     data_dir: Path = Field(Path('data/synthetic'), description='folder holding the data; paths in a manifest are relative to it')
     layout: Literal['manifest', 'class_folders', 'mask_folders', 'npz', 'images'] = Field('manifest', description='manifest CSV; one folder per class; image + mask folders matched by stem; MedMNIST-style npz; a plain image folder')
+    target: Optional[Target] = Field(None, description="instead of a layout, your own class by `_target_`: a `torch.utils.data.Dataset` of batch-contract items (built once per split with `split=` when it takes one, else once and split by `split_ratios`; medseg's augmentations, samplers and caches apply), or a `LightningDataModule`")
     manifest: str = Field('manifest.csv', description='CSV inside `data_dir`: image path, label columns, mask paths, split, source, group')
     generate: bool = Field(True, description='write the built-in synthetic data to `data_dir` when it is missing')
     n_images: int = Field(96, ge=4, description='synthetic images to generate')
@@ -141,6 +144,8 @@ class DataConfig(Section):
             if any(w < 0 for w in self.sampling_weights) or not any(self.sampling_weights):
                 raise ValueError(f"data.sampling_weights must be >= 0 and not all 0, got {self.sampling_weights}")
         if self.layout == 'npz' and not self.npz_file: raise ValueError("data.layout 'npz' needs data.npz_file (the .npz inside data_dir)")
+        if self.target is not None and (self.sources or self.equal_source_sampling):
+            raise ValueError("data.sources and data.equal_source_sampling need a source column; a data.target has none")
         if not self.tag_sep: raise ValueError("data.tag_sep must not be empty")
         return self
 
@@ -273,7 +278,7 @@ class TrainerConfig(Section):
     log_every_n_steps: int = Field(10, ge=1, description='logging interval')
     deterministic: bool = Field(False, description='torch deterministic algorithms')
     fast_dev_run: bool = Field(False, description='one batch of train and val, no outputs kept')
-    enable_progress_bar: bool = Field(False, description='progress bars clutter papermill outputs')
+    enable_progress_bar: Optional[bool] = Field(None, description='true: a progress bar; false: one line per epoch; null: a bar in a terminal, epoch lines in notebooks, papermill and logs')
     test_after_fit: bool = Field(True, description="`fit` ends by testing the best checkpoint on the test split, when the data has one (medseg's, not passed to the Trainer)")
 
     @field_validator('precision')
@@ -317,11 +322,20 @@ class EarlyStoppingConfig(Section):
     def _rule(cls, v): return canonical_metric(v)
 
 class CallbacksConfig(Section):
-    "Callbacks beyond checkpointing: early stopping, a guard against non-finite losses, a check for parameters without gradients."
+    "Callbacks beyond checkpointing: early stopping, a guard against non-finite losses, a check for parameters without gradients, and your own (`extra`)."
     early_stopping: Optional[EarlyStoppingConfig] = Field(None, description='`{patience, min_delta, monitor}`; None: train every epoch')
     nan_guard: bool = Field(True, description='stop at the first non-finite training loss, naming the step and the head whose loss went non-finite (the last good checkpoint stays)')
     check_gradients: bool = Field(False, description='after the first backward pass, list the parameters that got no gradient (the cause of DDP "unused parameters" errors)')
     progress_bar_refresh_rate: int = Field(1, ge=1, description='batches between progress-bar updates (with `trainer.enable_progress_bar`)')
+    extra: list[Target] = Field([], description="more Lightning callbacks by `_target_` (any `lightning.pytorch.callbacks.Callback`, yours included), added after medseg's own; `callbacks: [...]`, a list, means this; a bare dotted path is short for `{_target_: path}`")
+
+    @model_validator(mode='before')
+    @classmethod
+    def _list(cls, v):
+        if isinstance(v, list): v = {'extra': v}
+        if isinstance(v, dict) and isinstance(v.get('extra'), list):  # a bare dotted path is short for {_target_: path}
+            v = {**v, 'extra': [{'_target_': x} if isinstance(x, str) else x for x in v['extra']]}
+        return v
 
 class PredictConfig(Section):
     "What `predict` writes into the run folder's `predictions/`."
@@ -342,13 +356,182 @@ class PathsConfig(Section):
     run_name: Optional[str] = Field(None, description='run folder name; default `<arch>-<encoder>-<time>`')
     resume: bool = Field(True, description='resume from `last.ckpt` when the run folder holds this same run')
 
+# %% ../nbs/00b_config.ipynb #c020b
+PLUGIN_KINDS = {  # what a plug-in key may name: (description, qualified names of accepted base classes; `lightning`, the package medseg's Trainer comes from)
+    'dataset': ('torch Dataset', ('torch.utils.data.dataset.Dataset',)),
+    'datamodule': ('LightningDataModule', ('lightning.pytorch.core.datamodule.LightningDataModule',)),
+    'metric': ('torchmetrics Metric (subclass torchmetrics.Metric)', ('torchmetrics.metric.Metric',)),
+    'callback': ('Lightning Callback (subclass lightning.pytorch.Callback)', ('lightning.pytorch.callbacks.callback.Callback',)),
+}
+
+def qualified_name(obj) -> str: return f"{getattr(obj, '__module__', '?')}.{getattr(obj, '__qualname__', type(obj).__name__)}"
+
+def plugin_kind(obj, kinds=tuple(PLUGIN_KINDS)) -> Optional[str]:
+    "Which of `kinds` class `obj` is (by the names of its bases, importing nothing), or None."
+    if not isinstance(obj, type): return None
+    names = {qualified_name(c) for c in obj.__mro__}
+    return next((k for k in kinds if names & set(PLUGIN_KINDS[k][1])), None)
+
+def describe(obj) -> str:
+    "What `obj` is, for messages: `a function`, `a plain class`, `a class deriving from torch.nn.modules.module.Module`."
+    if not isinstance(obj, type): return f"a {type(obj).__name__}"
+    bases = [qualified_name(c) for c in obj.__mro__[1:] if c is not object]
+    return f"a class deriving from {bases[0]}" if bases else "a plain class"
+
+def check_plugin(t:Target, # the `_target_` block
+                 kinds:tuple, # the plug-in kinds it may be (keys of `PLUGIN_KINDS`)
+                 key:str, # its config key, for messages
+                 extra_allowed=(), # `allow_modules`
+                ):
+    "Import `t.target` behind the allowlist, check its `params`, and check it is a class of one of `kinds`; returns the class."
+    try: obj = check_target(t, extra_allowed)
+    except ConfigError as e: raise ConfigError(f"{key}._target_: {e}") from None
+    if plugin_kind(obj, kinds) is None:
+        raise ConfigError(f"{key}._target_: {t.target} is {describe(obj)}, not a {' or a '.join(PLUGIN_KINDS[k][0] for k in kinds)}")
+    return obj
+
+# %% ../nbs/00b_config.ipynb #c020e
+def dataset_takes_split(cls) -> bool:
+    "Whether a Dataset class is built once per split: its constructor has a `split` parameter."
+    try: return 'split' in inspect.signature(cls).parameters
+    except (TypeError, ValueError): return False
+
+def check_data_target(data:DataConfig, # the `data` section, `target` set
+                      extra_allowed=(), # `allow_modules`
+                     ):
+    "Check `data.target` as a plug-in (a Dataset or a LightningDataModule) and its splitting; returns the class."
+    t = data.target
+    cls = check_plugin(t, ('dataset', 'datamodule'), 'data.target', extra_allowed)
+    if plugin_kind(cls, ('datamodule',)): return cls
+    if any(qualified_name(c) == 'torch.utils.data.dataset.IterableDataset' for c in cls.__mro__):
+        raise ConfigError(f"data.target._target_: {t.target} is an IterableDataset, which cannot be split, sampled or cached; "
+                          "give a map-style Dataset (__getitem__, __len__), or wrap it in a LightningDataModule")
+    if dataset_takes_split(cls):
+        if 'split' in t.params: raise ConfigError(f"data.target.params: `split` is given by medseg (train, val, test); remove it")
+        if data.split_ratios is not None:
+            raise ConfigError(f"data.split_ratios: {t.target} makes its own splits (it takes `split`); remove data.split_ratios")
+    elif data.split_ratios is None:
+        raise ConfigError(f"data.target: {t.target} takes no `split` argument, so medseg splits it: set data.split_ratios, e.g. [0.7, 0.15, 0.15]")
+    return cls
+
+# %% ../nbs/00b_config.ipynb #c020f
+class SearchSpace(Section):
+    """The values one config key takes in an Optuna study: `loguniform`, `uniform` or `float` between `low` and `high`
+    (`step`, `log` where they apply), `int` (`step`, `log`), or `categorical` `choices`. A bare list is short for `{distribution: categorical, choices: [...]}`."""
+    distribution: Literal['loguniform', 'uniform', 'float', 'int', 'categorical'] = Field(description='how values are drawn: loguniform (`low` > 0, on a log scale), uniform, float (with `step` or `log`), int, categorical (`choices`)')
+    low: Union[int, float, None] = Field(None, description='smallest value (all but categorical)')
+    high: Union[int, float, None] = Field(None, description='largest value, above `low`')
+    step: Union[int, float, None] = Field(None, gt=0, description='spacing of the values (uniform, float, int; not with `log`); None: continuous, 1 for int')
+    log: bool = Field(False, description='draw on a log scale (float, int; loguniform always does)')
+    choices: Optional[list[Any]] = Field(None, description='categorical: the values (numbers, strings, booleans, null, or lists/mappings)')
+
+    @model_validator(mode='before')
+    @classmethod
+    def _list(cls, v): return {'distribution': 'categorical', 'choices': v} if isinstance(v, list) else v
+
+    @model_validator(mode='after')
+    def _check(self):
+        d = self.distribution
+        if d == 'categorical':
+            if not self.choices: raise ValueError("categorical needs `choices`, a list of at least one value")
+            extra = [k for k in ('low', 'high', 'step') if getattr(self, k) is not None] + (['log'] if self.log else [])
+            if extra: raise ValueError(f"categorical takes `choices` only, not {', '.join(extra)}")
+            return self
+        if self.choices is not None: raise ValueError(f"{d} takes low and high, not `choices` (that is categorical)")
+        if self.low is None or self.high is None: raise ValueError(f"{d} needs `low` and `high`")
+        if self.low >= self.high: raise ValueError(f"low ({self.low}) must be below high ({self.high})")
+        if d == 'int' and not all(isinstance(v, int) for v in (self.low, self.high, self.step or 1)):
+            raise ValueError(f"int needs whole numbers for low, high and step (got low={self.low}, high={self.high}, step={self.step})")
+        logs = d == 'loguniform' or self.log
+        if d == 'uniform' and self.log: raise ValueError("uniform is linear; for a log scale use loguniform")
+        if logs and self.step is not None: raise ValueError(f"step and a log scale do not combine (Optuna draws one or the other)")
+        if logs and self.low <= 0: raise ValueError(f"a log scale needs low > 0 (got {self.low})")
+        if self.step is not None and self.step > self.high - self.low:
+            raise ValueError(f"step ({self.step}) is larger than high - low ({self.high - self.low})")
+        return self
+
+class OptunaSamplerConfig(Section):
+    "How an Optuna study picks the next trial's values: `tpe` (Bayesian), `random`, `grid` (every combination of `choices` and stepped ranges) or `cmaes`. A bare name is short for `{name: ...}`."
+    name: Literal['tpe', 'random', 'grid', 'cmaes'] = Field('tpe', description='tpe (Tree-structured Parzen Estimator, the Bayesian default), random, grid, cmaes (needs the `cmaes` package)')
+    seed: Optional[int] = Field(None, description="the sampler's seed; None: the config's `seed`")
+    params: dict[str, Any] = Field({}, description='more keyword arguments of the Optuna sampler, e.g. `n_startup_trials` of TPE')
+
+    @model_validator(mode='before')
+    @classmethod
+    def _name(cls, v): return {'name': v} if isinstance(v, str) else v
+
+class OptunaPrunerConfig(Section):
+    "When an Optuna study stops an unpromising trial early, from the metric it reports each epoch. A bare name is short for `{name: ...}`."
+    name: Literal['median', 'percentile', 'hyperband', 'successive_halving', 'threshold', 'none'] = Field('median', description='median (below the median of earlier trials at the same epoch), percentile, hyperband, successive_halving, threshold, or none')
+    params: dict[str, Any] = Field({}, description='keyword arguments of the Optuna pruner, e.g. `n_startup_trials`, `n_warmup_steps` of median')
+
+    @model_validator(mode='before')
+    @classmethod
+    def _name(cls, v): return {'name': v} if isinstance(v, str) else v
+
+class OptunaConfig(Section):
+    """A hyperparameter search with Optuna (`medseg tune`): the config keys to search (`search_spaces`, dotted paths
+    such as `optimizer.params.lr`), how many trials, the metric to optimise, the sampler and the pruner, and the database the
+    study lives in. Each trial is a medseg run in the study folder `paths.out_dir/studies/<study_name>/`."""
+    n_trials: int = Field(20, ge=1, description='finished (complete or pruned) trials the study ends with, over every worker and every restart')
+    timeout: Optional[float] = Field(None, gt=0, description='seconds after which a worker starts no new trial; None: no limit')
+    metric: Optional[str] = Field(None, description="validation metric to optimise (the best of each trial's epochs); None: `checkpoint.monitor` (the run's score). Never a test score")
+    direction: Optional[Literal['minimize', 'maximize']] = Field(None, description='minimize or maximize `metric` (also read: min, max); None: from the metric itself (losses down, scores up)')
+    search_spaces: dict[str, SearchSpace] = Field({}, description='dotted config key -> its values, e.g. `optimizer.params.lr: {distribution: loguniform, low: 1.0e-5, high: 1.0e-2}`')
+    sampler: OptunaSamplerConfig = Field(OptunaSamplerConfig(), description='`{name: tpe, seed: null}`: tpe, random, grid or cmaes')
+    pruner: OptunaPrunerConfig = Field(OptunaPrunerConfig(), description='`{name: median}`: median, percentile, hyperband, successive_halving, threshold or none')
+    storage: Optional[str] = Field(None, description='database URL of the study (any URL Optuna accepts, e.g. `postgresql://user@host/db` for workers on several machines); None: `sqlite:///` file `study.db` in the study folder')
+    study_name: Optional[str] = Field(None, description="the study's name and folder; None: the config file's name (`medseg tune -c lr.yaml`: `lr`), else `study`")
+    load_if_exists: bool = Field(True, description='continue a study of this name in `storage` (a stopped study resumes; several workers share one); false: refuse to')
+    heartbeat_interval: Optional[int] = Field(60, ge=1, description="seconds between a running trial's heartbeats; a trial silent for twice as long (its worker lost) is failed and queued again by the next worker; None: off")
+
+    @field_validator('direction', mode='before')
+    @classmethod
+    def _short(cls, v): return {'min': 'minimize', 'max': 'maximize'}.get(v, v)
+
+    @field_validator('metric')
+    @classmethod
+    def _metric(cls, v):
+        v = canonical_metric(v)
+        if v is not None and v.startswith('test_'):
+            raise ValueError(f"{v!r} is a test-split score; a study that picks hyperparameters by it has seen the test set, and its test score "
+                             f"no longer measures new data. Tune on a validation metric ({'val_' + v.removeprefix('test_')!r}), then read the best trial's test score")
+        return v
+
+    @field_validator('study_name')
+    @classmethod
+    def _name(cls, v):
+        if v is not None and not re.fullmatch(r'[\w.-]+', v): raise ValueError(f"{v!r}: use letters, digits, `_`, `-` and `.` (it names the study folder)")
+        return v
+
+    @field_validator('storage')
+    @classmethod
+    def _url(cls, v):
+        if v is not None and '://' not in v: raise ValueError(f"{v!r} is not a database URL; e.g. sqlite:///studies/lr.db or postgresql://user@host/db")
+        return v
+
+    @field_validator('search_spaces')
+    @classmethod
+    def _keys(cls, v):
+        for k in v:
+            if k.split('.')[0] in ('optuna', 'paths'): raise ValueError(f"{k}: set by the study (each trial's run folder is in the study folder); search other keys")
+        return v
+
+    @model_validator(mode='after')
+    def _grid(self):
+        if self.sampler.name == 'grid':
+            for k, s in self.search_spaces.items():
+                if s.distribution != 'categorical' and s.distribution != 'int' and s.step is None:
+                    raise ValueError(f"sampler: grid needs a finite set of values: {k} is continuous; give it `choices` or a `step`")
+        return self
+
 # %% ../nbs/00b_config.ipynb #c022
 _MOVED = {('trainer', k): ('checkpoint', k) for k in ('monitor', 'mode', 'save_top_k')}  # old location: new location
 
 class Config(Section):
     "The whole medseg configuration."
     seed: int = Field(42, description='seeds python, numpy, torch and dataloader workers')
-    recipe: Optional[str] = Field(None, description='which `heads` to train: cls, seg, cls_seg, seg_age, cls_seg_age, zones; None: all of them')
+    recipe: Union[str, Target, None] = Field(None, description='which `heads` to train: cls, seg, cls_seg, seg_age, cls_seg_age, zones; None: all of them; or `{_target_: pkg.function, params}`: a function that returns the heads')
     allow_modules: list[str] = Field([], description='extra package prefixes that `_target_` may import')
     data: DataConfig = Field(DataConfig(), description='where the images are and how they are read, split, sampled, augmented and batched')
     model: ModelConfig = Field(ModelConfig(), description='the network')
@@ -358,10 +541,11 @@ class Config(Section):
     scheduler: Optional[SchedulerConfig] = Field(None, description='the learning-rate scheduler; None: a constant learning rate')
     trainer: TrainerConfig = Field(TrainerConfig(), description='arguments of `lightning.Trainer`')
     checkpoint: CheckpointConfig = Field(CheckpointConfig(), description='which checkpoints a run keeps')
-    callbacks: CallbacksConfig = Field(CallbacksConfig(), description='early stopping, the non-finite loss guard, the gradient check')
+    callbacks: CallbacksConfig = Field(CallbacksConfig(), description='early stopping, the non-finite loss guard, the gradient check, and your own Lightning callbacks (`callbacks: [...]`)')
     predict: PredictConfig = Field(PredictConfig(), description='what `predict` writes')
     logging: LoggingConfig = Field(LoggingConfig(), description='experiment loggers')
     paths: PathsConfig = Field(PathsConfig(), description='where runs go')
+    optuna: Optional[OptunaConfig] = Field(None, description='a hyperparameter search with Optuna (`medseg tune`): search spaces, trials, metric, sampler, pruner, storage; None: no study')
     renamed: ClassVar[dict[str, str]] = {'task': 'recipe'}  # the name before the redesign
 
     @model_validator(mode='before')
@@ -376,10 +560,31 @@ class Config(Section):
                 d[s2] = {**(d.get(s2) or {}), k2: v}
         return d
 
+    @model_validator(mode='before')
+    @classmethod
+    def _recipe_function(cls, d):
+        "A recipe function (`_target_`, or a bare dotted path) makes the heads; `heads` beside it must be the ones it makes (a run's saved config has both)."
+        if not isinstance(d, dict): return d
+        key = 'recipe' if 'recipe' in d else 'task'
+        r = d.get(key)
+        if isinstance(r, str) and '.' in r: r = {'_target_': r}
+        if not isinstance(r, (dict, Target)): return d
+        try: t = r if isinstance(r, Target) else Target.model_validate(r)
+        except ValidationError as e: raise ValueError(f"recipe: {format_errors(e, Target)}") from None
+        try: made = recipe_heads(t, tuple(d.get('allow_modules') or ()))
+        except ConfigError as e: raise ValueError(str(e)) from None
+        declared = list(d.get('heads') or [])
+        if not declared: return {**d, key: t, 'heads': made}
+        names = [h.name if isinstance(h, HeadConfig) else dict(h).get('name') for h in declared]
+        if names != [h.name for h in made]:
+            raise ValueError(f"heads: the recipe {t.target} makes the heads {', '.join(h.name for h in made)}, but heads declares "
+                             f"{', '.join(map(str, names))}: remove `heads` (the recipe makes them) or the recipe")
+        return {**d, key: t}
+
     @field_validator('recipe')
     @classmethod
     def _recipe(cls, v):
-        if v is not None and v not in RECIPES:
+        if isinstance(v, str) and v not in RECIPES:
             raise ValueError(f"unknown recipe {v!r}.{did_you_mean(v, RECIPES)} Allowed: {', '.join(RECIPES)}, or null for every head")
         return v
 
@@ -403,6 +608,12 @@ class Config(Section):
             if t is None: continue
             try: check_target(t, extra, skip=skip)
             except ConfigError as e: raise ValueError(f"{key}._target_: {e}") from None
+        plugins = [*((f'callbacks.extra[{i}]', t, ('callback',)) for i, t in enumerate(self.callbacks.extra)),
+                   *((f'heads.{h.name}.metrics[{i}]', t, ('metric',)) for h in self.heads for i, t in enumerate(h.metrics))]
+        try:
+            if self.data.target is not None: check_data_target(self.data, extra)
+            for key, t, kinds in plugins: check_plugin(t, kinds, key, extra)
+        except ConfigError as e: raise ValueError(str(e)) from None
         return self
 
 # %% ../nbs/00b_config.ipynb #c025
@@ -483,6 +694,8 @@ def load_config(path=None, # YAML file; None for the built-in defaults
                ) -> Config:
     "Load, override and validate a config."
     d = read_yaml(path) if path else {}
+    if isinstance(d, dict) and d.get('task') == 'track':  # `task` is otherwise the old name of `recipe`
+        raise ConfigError(f"{path}: a tracking config (task: track): run it with `medseg fit|test|predict -c {path}` or load it with medseg.track.config.load_track_config")
     if overrides: d = apply_overrides(config_to_dict(validate_config(d)), overrides)  # override the resolved config
     return validate_config(d)
 

@@ -4,17 +4,18 @@
 
 # %% ../nbs/00a_heads.ipynb #h002
 from __future__ import annotations
-import math, statistics
+import math, re, statistics
 from typing import ClassVar, Literal, Optional, Sequence, Union
 
 from pydantic import Field, ValidationInfo, field_validator, model_validator
 
-from .core import ConfigError, Section, Target, did_you_mean
+from .core import ConfigError, Section, Target, check_target, did_you_mean
 
 # %% auto #0
 __all__ = ['HEAD_KINDS', 'KIND_FORMS', 'LOSS_NAMES', 'RECIPES', 'LEGACY_METRICS', 'target_form', 'unknown_class', 'loss_path',
-           'list_losses', 'default_loss', 'resolve_loss_spec', 'HeadConfig', 'check_head_names', 'target_stats',
-           'with_target_stats', 'target_scale', 'select_heads', 'head_size', 'metric_name', 'canonical_metric']
+           'list_losses', 'default_loss', 'resolve_loss_spec', 'snake_case', 'MetricTarget', 'HeadConfig',
+           'check_head_names', 'target_stats', 'with_target_stats', 'target_scale', 'head_lr_mult', 'head_features',
+           'select_heads', 'head_size', 'recipe_heads', 'metric_name', 'canonical_metric']
 
 # %% ../nbs/00a_heads.ipynb #h005
 HEAD_KINDS = ('seg', 'cls', 'reg', 'zones')  # segmentation, classification, regression, zone scores
@@ -110,6 +111,31 @@ def resolve_loss_spec(spec=None, # short name, `{_target_, params}`, a `Target`,
             raise ConfigError(f"{key}: loss {short!r} does not fit a {kind} head with {form} targets; use one of: {', '.join(fits)}")
     return Target(_target_=name, params=params)
 
+# %% ../nbs/00a_heads.ipynb #h013b
+def snake_case(name:str) -> str:
+    "A class name as a metric key: `BinaryAccuracy` -> `binary_accuracy`, `F1Score` -> `f1_score`, `AUROC` -> `auroc`."
+    s = re.sub(r'(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])', '_', str(name))
+    return re.sub(r'\W+', '_', s).strip('_').lower()
+
+class MetricTarget(Target):
+    "A torchmetrics metric of a head by dotted `_target_` and `params`, logged as `{stage}_{head}_{name}`."
+    name: Optional[str] = Field(None, description="key in the logged names (`val_<head>_<name>`); None: the class name in snake case (`BinaryAccuracy` -> `binary_accuracy`)")
+
+    @model_validator(mode='before')
+    @classmethod
+    def _bare(cls, v): return {'_target_': v} if isinstance(v, str) else v
+
+    @field_validator('name')
+    @classmethod
+    def _key(cls, v):
+        if v is not None and not re.fullmatch(r'[A-Za-z0-9]\w*', v): raise ValueError(f"a metric name is letters, digits and '_', got {v!r}")
+        return v
+
+    @property
+    def key(self) -> str:
+        "The metric's part of the logged name."
+        return self.name or snake_case(self.target.rpartition('.')[2])
+
 # %% ../nbs/00a_heads.ipynb #h014
 class HeadConfig(Section):
     "One output of a model and the label it learns from."
@@ -127,7 +153,11 @@ class HeadConfig(Section):
     standardize: bool = Field(True, description="reg: learn the target standardised by the training split's mean and standard deviation (kept in the model, so predictions, metrics and exports stay in the original units)")
     target_mean: Optional[float] = Field(None, description="reg: the mean the target is standardised by; filled in from the training split by `fit` and saved in the run's config.yaml")
     target_std: Optional[float] = Field(None, gt=0, description="reg: the standard deviation the target is standardised by; filled in with `target_mean`")
+    features: Literal['auto', 'encoder', 'decoder'] = Field('auto', description="cls/reg/zones on a shared encoder: the feature map the head pools, the encoder's deepest or the segmentation decoder's full-resolution one; auto: the decoder's for reg heads of a model with seg heads (area-like targets, e.g. an age read from lesion size), else the encoder's")
+    lr_mult: Optional[float] = Field(None, gt=0, description="learning-rate multiplier of this head on a shared encoder, on top of `model.lr_mults`; None: 10 for reg heads (their linear read-out must reach the target's scale within a few hundred steps), 1 otherwise")
     loss: Union[str, Target, None] = Field(None, validate_default=True, description="short name or `{_target_, params}`; none: the default for the head's labels (saved resolved)")
+    metrics: list[MetricTarget] = Field([], description="more metrics by `_target_` (any torchmetrics class or your own `torchmetrics.Metric`), fed what the built-in ones get; logged as `{stage}_{head}_{name}`")
+    default_metrics: bool = Field(True, description="keep the built-in metrics of the head's kind (Dice and IoU, F1, AUROC, MAE, ...) beside `metrics`; false: only `metrics`")
     renamed: ClassVar[dict[str, str]] = {'f1_beta_value': 'f_beta'}  # the chest X-ray system's name
 
     @field_validator('name')
@@ -146,6 +176,15 @@ class HeadConfig(Section):
         if t.target == loss_path('zone') and 'unknown_index' not in t.params and d.get('classes'):
             t = Target(_target_=t.target, params={**t.params, 'unknown_index': unknown_class(d['classes'])})
         return t
+
+    @field_validator('metrics')
+    @classmethod
+    def _metric_keys(cls, v, info:ValidationInfo):
+        keys, where = [m.key for m in v], f"heads.{info.data.get('name', '?')}.metrics"
+        dup = sorted({k for k in keys if keys.count(k) > 1})
+        if dup: raise ValueError(f"{where}: two metrics named {', '.join(map(repr, dup))}; give each its own `name`")
+        if 'loss' in keys: raise ValueError(f"{where}: 'loss' names the head's loss; give that metric another `name`")
+        return v
 
     @model_validator(mode='after')
     def _check_kind(self):
@@ -189,16 +228,27 @@ def target_scale(h:HeadConfig) -> tuple[float, float]:
     if h.kind != 'reg' or not h.standardize or h.target_mean is None: return 0.0, 1.0
     return float(h.target_mean), float(h.target_std or 1.0)
 
+def head_lr_mult(h:HeadConfig) -> float:
+    "Head `h`'s learning-rate multiplier: `lr_mult`, else 10 for reg heads and 1 for the others."
+    return float(h.lr_mult) if h.lr_mult is not None else 10.0 if h.kind == 'reg' else 1.0
+
+def head_features(h:HeadConfig, has_decoder:bool) -> str:
+    "'encoder' or 'decoder': the feature map pooled head `h` reads in a model with (or without) a segmentation decoder."
+    if h.features == 'auto': return 'decoder' if h.kind == 'reg' and has_decoder else 'encoder'
+    if h.features == 'decoder' and not has_decoder:
+        raise ConfigError(f"heads[{h.name}].features: 'decoder' needs a segmentation decoder (a seg head on an smp model); use 'encoder' or 'auto'")
+    return h.features
+
 # %% ../nbs/00a_heads.ipynb #h020
 RECIPES = {'cls': ('cls',), 'seg': ('seg',), 'cls_seg': ('cls', 'seg'), 'seg_age': ('seg', 'reg'),
            'cls_seg_age': ('cls', 'seg', 'reg'), 'zones': ('zones',)}  # recipe: the head kinds it trains
 
 def select_heads(heads, # `HeadConfig`s (or dicts) declared in the config or implied by the data
-                 recipe:Optional[str]=None, # a key of `RECIPES`; None keeps every head
+                 recipe:Union[str, Target, None]=None, # a key of `RECIPES`; None keeps every head, and so does a recipe function (its heads are the config's)
                 ) -> list[HeadConfig]:
     "The heads a recipe trains (in declared order)."
     heads = [HeadConfig.model_validate(h) if isinstance(h, dict) else h for h in heads]
-    if recipe is None: return heads
+    if recipe is None or isinstance(recipe, Target): return heads
     if recipe not in RECIPES: raise ConfigError(f"recipe: unknown recipe {recipe!r}.{did_you_mean(recipe, RECIPES)} Allowed: {', '.join(RECIPES)}")
     kinds = RECIPES[recipe]
     for k in kinds:
@@ -210,6 +260,23 @@ def select_heads(heads, # `HeadConfig`s (or dicts) declared in the config or imp
 def head_size(h:HeadConfig) -> int:
     "Output channels of head `h`: seg one per class (at least 1), cls one per class, reg 1, zones zones x classes."
     return {'seg': max(1, len(h.classes)), 'cls': len(h.classes), 'reg': 1, 'zones': h.zones * len(h.classes)}[h.kind]
+
+def recipe_heads(t:Target, # `recipe: {_target_: pkg.function, params: {...}}`
+                 extra_allowed=(), # `allow_modules`
+                ) -> list[HeadConfig]:
+    "The heads a recipe function returns, validated: the function is imported behind the allowlist and its `params` checked first."
+    try: fn = check_target(t, extra_allowed)
+    except ConfigError as e: raise ConfigError(f"recipe._target_: {e}") from None
+    if isinstance(fn, type) or not callable(fn): raise ConfigError(f"recipe._target_: {t.target} is not a function returning heads")
+    out = fn(**t.params)
+    if isinstance(out, (HeadConfig, dict)) or not isinstance(out, (list, tuple)) or not out:
+        raise ConfigError(f"recipe: {t.target} returned {type(out).__name__}; a recipe function returns a non-empty list of heads (HeadConfig or dicts)")
+    heads = []
+    for i, h in enumerate(out):
+        try: heads.append(h if isinstance(h, HeadConfig) else HeadConfig.model_validate(h))
+        except ValueError as e: raise ConfigError(f"recipe: head {i} that {t.target} returned is not a head: {str(e).splitlines()[-1].strip()}") from None
+    check_head_names(heads)
+    return heads
 
 # %% ../nbs/00a_heads.ipynb #h023
 def metric_name(stage:str, # train, val or test

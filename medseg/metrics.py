@@ -13,13 +13,13 @@ from torchmetrics import Metric, MetricCollection
 from torchmetrics.regression import R2Score as _R2Score
 from torchmetrics.wrappers.abstract import WrapperMetric
 
-from .config import ConfigError, HeadConfig
+from .config import ConfigError, HeadConfig, check_plugin, did_you_mean
 from .heads import target_form, unknown_class
 from .losses import binary_target, known_rows
 
 # %% auto #0
 __all__ = ['binarize', 'Transformed', 'prepare', 'R2Score', 'flatten_zones', 'select_zone', 'zone_scores', 'severity',
-           'zone_severity', 'HeadMetrics', 'head_metrics', 'head_confusion_matrix']
+           'zone_severity', 'head_own_metrics', 'HeadMetrics', 'head_metrics', 'head_confusion_matrix']
 
 # %% ../nbs/06_metrics.ipynb #c005
 def binarize(logits:torch.Tensor, threshold:float=0.5) -> torch.Tensor:
@@ -157,6 +157,30 @@ def _zones(head:HeadConfig, thresholds) -> dict:
              severity_f1=Transformed(C.MulticlassF1Score(3, average='macro'), sev))
     return m
 
+# %% ../nbs/06_metrics.ipynb #u002
+_METRIC_KWARGS = ('compute_on_cpu', 'dist_sync_on_step', 'process_group', 'dist_sync_fn', 'distributed_available_fn', 'sync_on_compute',
+                  'compute_with_cache')  # what `torchmetrics.Metric` itself takes
+
+def head_own_metrics(head:HeadConfig, # the head, with its `metrics`
+                     extra_allowed=(), # `allow_modules`
+                    ) -> dict:
+    "The head's `metrics` built: `{name: Metric}`; a class that is no torchmetrics `Metric` or a parameter it does not take is a `ConfigError` naming its key."
+    out = {}
+    for i, spec in enumerate(head.metrics):
+        key = f"heads.{head.name}.metrics[{i}]"
+        cls = check_plugin(spec, ('metric',), key, extra_allowed)
+        try: m = cls(**spec.params)
+        except (TypeError, ValueError) as e:
+            import inspect
+            try: named = [p for p in inspect.signature(cls).parameters if p not in ('self', 'args', 'kwargs')] + list(_METRIC_KWARGS)
+            except (TypeError, ValueError): named = []
+            bad = next((k for k in spec.params if k not in named), None)
+            hint = f" {spec.target} takes no {bad!r}.{did_you_mean(bad, named)}" if bad and named else ''
+            raise ConfigError(f"{key}.params: {str(e).splitlines()[0]}.{hint}") from None
+        if not isinstance(m, Metric): raise ConfigError(f"{key}._target_: {spec.target}(...) gave a {type(m).__name__}, not a torchmetrics Metric")
+        out[spec.key] = m
+    return out
+
 # %% ../nbs/06_metrics.ipynb #c019
 class HeadMetrics(MetricCollection):
     "The metrics of one head, updated from its logits and targets in the batch contract."
@@ -191,8 +215,9 @@ def head_metrics(head:HeadConfig, # the head to score
                  threshold:Optional[float]=None, # probability threshold of sigmoid outputs; None: the head's `threshold`
                  severity_thresholds:Optional[Sequence[float]]=None, # zones: mean-score bounds of the severity classes; None: the head's
                  include_background:bool=False, # seg label maps: count class 0 in the means
+                 extra_allowed=(), # `allow_modules`, for the head's own `metrics`
                 ) -> HeadMetrics:
-    "A `MetricCollection` for one head, every member a scalar (loggable with `log_dict`)."
+    "A `MetricCollection` for one head, every member a scalar (loggable with `log_dict`): the kind's built-in metrics (unless `default_metrics` is false) and the head's `metrics`."
     beta = head.f_beta if beta is None else beta
     threshold = head.threshold if threshold is None else threshold
     severity_thresholds = head.severity_thresholds if severity_thresholds is None else severity_thresholds
@@ -201,7 +226,12 @@ def head_metrics(head:HeadConfig, # the head to score
     elif head.kind == 'seg': m = _segmentation(form, head.classes, include_background)
     elif head.kind == 'reg': m = _regression()
     else: m = _zones(head, severity_thresholds)
-    return HeadMetrics(m, head, prefix, threshold)
+    if not head.default_metrics: m = {}
+    own = head_own_metrics(head, extra_allowed)
+    clash = sorted(set(m) & set(own))
+    if clash: raise ConfigError(f"heads.{head.name}.metrics: {', '.join(map(repr, clash))} is a built-in metric of this head already; "
+                                "give yours another `name`, or set default_metrics: false")
+    return HeadMetrics({**m, **own}, head, prefix, threshold)
 
 def head_confusion_matrix(head:HeadConfig, prefix:str='val_', threshold:float=0.5,
                           normalize:Optional[str]=None, # None, 'true', 'pred' or 'all'

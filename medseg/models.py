@@ -16,14 +16,14 @@ from lightning.pytorch.callbacks import Callback
 
 from .config import (MODEL_FAMILIES, PARAM_GROUPS, ConfigError, HeadConfig, ModelConfig, check_params, did_you_mean,
                            instantiate, resolve_path)
-from .heads import check_head_names, head_size, select_heads, target_scale
+from .heads import check_head_names, head_features, head_size, select_heads, target_scale
 
 # %% auto #0
 __all__ = ['MONAI_NETS', 'FAMILIES', 'HF_NOT_PIXELS', 'GROUPS', 'list_archs', 'list_encoders', 'list_encoder_weights',
-           'list_models', 'PlainEncoder', 'PoolHead', 'PlainCNN', 'FirstOutput', 'HFClassifier', 'offline_mode',
-           'build_model', 'grid_pool', 'ZoneHead', 'TargetScale', 'target_scaler', 'MultiTaskModel', 'SplitHeads',
-           'build_multitask', 'get_encoder', 'model_parts', 'freeze_encoder', 'unfreeze_encoder', 'param_groups',
-           'UnfreezeEncoder', 'LoadReport', 'read_state_dict', 'load_weights']
+           'list_models', 'PlainEncoder', 'PooledNorm', 'PoolHead', 'PlainCNN', 'FirstOutput', 'HFClassifier',
+           'offline_mode', 'build_model', 'grid_pool', 'ZoneHead', 'TargetScale', 'target_scaler', 'MultiTaskModel',
+           'SplitHeads', 'build_multitask', 'get_encoder', 'model_parts', 'freeze_encoder', 'unfreeze_encoder',
+           'param_groups', 'UnfreezeEncoder', 'LoadReport', 'read_state_dict', 'load_weights']
 
 # %% ../nbs/04_models.ipynb #c006
 MONAI_NETS = {  # curated MONAI networks and their small 2D defaults (`model.params` overrides them)
@@ -117,12 +117,25 @@ class PlainEncoder(nn.Module):
         for b in self.blocks: feats.append(b(feats[-1]))
         return feats
 
+class PooledNorm(nn.BatchNorm1d):
+    "Batch norm of pooled features without learned scale; a training batch of one sample uses the running statistics."
+    def __init__(self, channels:int, momentum:float=0.5): # running statistics follow the features quickly: a short run changes them fast
+        super().__init__(channels, affine=False, momentum=momentum)
+    def forward(self, x):
+        if self.training and x.shape[0] < 2:
+            return nn.functional.batch_norm(x, self.running_mean, self.running_var, training=False, eps=self.eps)
+        return super().forward(x)
+
 class PoolHead(nn.Module):
-    "Global average pooling, dropout and a linear layer: B x C x h x w -> B x `out`."
-    def __init__(self, in_channels:int, out:int, dropout:float=0.):
+    "Global average pooling, dropout and a linear layer: B x C x h x w -> B x `out`; `norm` standardises the pooled features, `zero` starts the output at 0."
+    def __init__(self, in_channels:int, out:int, dropout:float=0., norm:bool=False, zero:bool=False):
         super().__init__()
         self.pool, self.drop, self.fc = nn.AdaptiveAvgPool2d(1), nn.Dropout(dropout), nn.Linear(in_channels, out)
-    def forward(self, x): return self.fc(self.drop(self.pool(x).flatten(1)))
+        if norm: self.norm = PooledNorm(in_channels)  # only then: other heads keep their state_dict keys
+        if zero: nn.init.zeros_(self.fc.weight); nn.init.zeros_(self.fc.bias)
+    def forward(self, x):
+        x = self.pool(x).flatten(1)
+        return self.fc(self.drop(self.norm(x) if hasattr(self, 'norm') else x))
 
 class PlainCNN(nn.Module):
     "A small CNN classifier: `PlainEncoder` + `PoolHead` (the CSI system's `Custom_1`)."
@@ -387,6 +400,11 @@ def target_scaler(heads:list) -> Optional[TargetScale]:
     "A `TargetScale` when there are reg heads, else None (no buffers: a model without reg heads keeps its state_dict keys)."
     return TargetScale(heads) if any(h.kind == 'reg' for h in heads) else None
 
+def _decoder_channels(segmentation_head) -> Optional[int]:
+    "Channels of the decoder's output: the in_channels of the segmentation head's first layer (smp), else None."
+    first = segmentation_head[0] if isinstance(segmentation_head, nn.Sequential) and len(segmentation_head) else segmentation_head
+    return getattr(first, 'in_channels', None)
+
 class MultiTaskModel(nn.Module):
     "One shared encoder, a segmentation decoder for the seg heads and a pooled head per cls/reg/zones head; returns `{head: logits}`."
     def __init__(self, encoder:nn.Module, # smp-style encoder returning a list of feature maps
@@ -402,9 +420,14 @@ class MultiTaskModel(nn.Module):
         self.names = [h.name for h in heads]
         self.seg_names = [h.name for h in heads if h.kind == 'seg']
         self.seg_sizes = [head_size(h) for h in heads if h.kind == 'seg']
-        ch = encoder.out_channels[-1]
-        self.heads = nn.ModuleDict({h.name: ZoneHead(ch, h.zones, len(h.classes), zone_grid, head_dropout) if h.kind == 'zones'
-                                    else PoolHead(ch, head_size(h), head_dropout) for h in heads if h.kind != 'seg'})
+        ch, dec = encoder.out_channels[-1], _decoder_channels(segmentation_head) if decoder is not None and not vit else None
+        self.features = {h.name: head_features(h, dec is not None) for h in heads if h.kind != 'seg'}
+        def head(h):
+            c = dec if self.features[h.name] == 'decoder' else ch
+            if h.kind == 'zones': return ZoneHead(c, h.zones, len(h.classes), zone_grid, head_dropout)
+            # decoder features vary little in scale between images: standardised; a reg head starts at the training mean
+            return PoolHead(c, head_size(h), head_dropout, norm=self.features[h.name] == 'decoder', zero=h.kind == 'reg')
+        self.heads = nn.ModuleDict({h.name: head(h) for h in heads if h.kind != 'seg'})
         self.target_scale = target_scaler(heads)
     def forward(self, x):
         stride = getattr(self.encoder, 'output_stride', 1)
@@ -412,11 +435,13 @@ class MultiTaskModel(nn.Module):
             raise RuntimeError(f"image size {tuple(x.shape[-2:])} must be divisible by {stride} for this encoder")
         feats = self.encoder(x)
         feats, prefix = feats if self.vit else (feats, None)
-        out = {}
+        out, dec = {}, None
+        if self.seg_names or 'decoder' in self.features.values():
+            dec = self.decoder(feats, prefix) if self.vit else self.decoder(feats)
         if self.seg_names:
-            masks = self.segmentation_head(self.decoder(feats, prefix) if self.vit else self.decoder(feats))
+            masks = self.segmentation_head(dec)
             out.update(zip(self.seg_names, masks.split(self.seg_sizes, 1)))
-        for n, h in self.heads.items(): out[n] = h(feats[-1])
+        for n, h in self.heads.items(): out[n] = h(dec if self.features[n] == 'decoder' else feats[-1])
         out = {n: out[n] for n in self.names}
         return out if self.target_scale is None else self.target_scale(out)
 
@@ -546,12 +571,21 @@ def unfreeze_encoder(model:nn.Module) -> int:
 def param_groups(model:nn.Module, # the network
                  base_lr:float, # learning rate of a group with multiplier 1
                  mults:Optional[dict]=None, # `{group: multiplier}`; groups absent from the model are ignored
+                 head_mults:Optional[dict]=None, # `{head: multiplier}` on top of the `heads` group's, for a model with a `heads` dict
                 ) -> list[dict]:
-    "Optimizer parameter groups `{'params', 'lr', 'name'}` for encoder, decoder and heads."
+    "Optimizer parameter groups `{'params', 'lr', 'name'}` for encoder, decoder and heads (a group `heads.<name>` per head with its own multiplier)."
     mults = dict(mults or {})
     for k in mults:
         if k not in GROUPS: raise ConfigError(f"model.lr_mults: unknown group {k!r}.{did_you_mean(k, GROUPS)} Allowed: {', '.join(GROUPS)}")
-    return [{'params': ps, 'lr': base_lr * mults.get(name, 1.0), 'name': name} for name, ps in model_parts(model).items()]
+    groups = [{'params': ps, 'lr': base_lr * mults.get(name, 1.0), 'name': name} for name, ps in model_parts(model).items()]
+    heads = getattr(_unwrap(model), 'heads', None)
+    own = {n: m for n, m in (head_mults or {}).items() if m != 1 and isinstance(heads, nn.ModuleDict) and n in heads}
+    for g in [g for g in groups if g['name'] == 'heads' and own]:
+        moved = {n: {id(p) for p in heads[n].parameters()} for n in own}
+        ids = set().union(*moved.values())
+        g['params'] = [p for p in g['params'] if id(p) not in ids]
+        groups += [{'params': [p for p in heads[n].parameters()], 'lr': g['lr'] * m, 'name': f'heads.{n}'} for n, m in own.items()]
+    return [g for g in groups if g['params']]
 
 # %% ../nbs/04_models.ipynb #c068
 class UnfreezeEncoder(Callback):

@@ -4,7 +4,8 @@
 
 # %% ../nbs/08_run.ipynb #c002
 from __future__ import annotations
-import argparse, json, os, sys, time, warnings
+import argparse, json, os, subprocess, sys, time, warnings
+from contextlib import contextmanager
 from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
@@ -15,16 +16,19 @@ import pandas as pd
 
 from .config import (CheckpointConfig, Config, ConfigError, atomic_write, config_to_dict, did_you_mean,
                            load_config, project_root, resolve_path, save_config, seed_everything)
+from .console import end_table, quietly, use_progress_bar
 from .heads import HeadConfig, head_size, select_heads, with_target_stats
 
 # %% auto #0
-__all__ = ['VERSIONED', 'fit', 'MODES', 'git_state', 'package_versions', 'model_label', 'run_dir_for', 'prepare_run_dir',
-           'resolve_monitors', 'resolve_monitor', 'build_callbacks', 'build_trainer', 'checkpoint_file',
-           'checkpoint_for', 'load_checkpoint', 'eval_run_dir', 'collect_predictions', 'sample_paths', 'write_plots',
-           'papermill_output_path', 'papermill_output', 'keep_notebook', 'RunResult', 'read_metrics', 'check_im_size',
-           'implied_heads', 'train_labels', 'with_run_heads', 'build_task', 'has_split', 'update_summary',
-           'write_scores', 'format_scores', 'write_batch_view', 'train', 'score', 'test', 'validate', 'predict',
-           'find_checkpoints', 'markdown_table', 'evaluate', 'cli_parser', 'main']
+__all__ = ['VERSIONED', 'fit', 'FORKING', 'MODES', 'TOOLS', 'git_state', 'package_versions', 'model_label', 'run_dir_for',
+           'is_rank_zero', 'run_name_for_ranks', 'prepare_run_dir', 'resolve_monitors', 'resolve_monitor',
+           'build_callbacks', 'build_trainer', 'checkpoint_file', 'checkpoint_for', 'load_checkpoint', 'eval_run_dir',
+           'collect_predictions', 'sample_paths', 'write_plots', 'papermill_output_path', 'papermill_output',
+           'keep_notebook', 'RunResult', 'read_metrics', 'check_im_size', 'implied_heads', 'train_labels',
+           'with_run_heads', 'build_task', 'has_split', 'update_summary', 'write_scores', 'format_scores',
+           'write_batch_view', 'train', 'interactive', 'device_count', 'needs_child', 'child_strategy', 'child_config',
+           'fit_subprocess', 'score', 'test', 'validate', 'predict', 'find_checkpoints', 'markdown_table', 'evaluate',
+           'cli_parser', 'mode_rows', 'main']
 
 # %% ../nbs/08_run.ipynb #c005
 VERSIONED = ('medseg', 'torch', 'torchvision', 'lightning', 'segmentation-models-pytorch', 'monai', 'timm',
@@ -57,8 +61,24 @@ def model_label(cfg:Config) -> str:
 
 def run_dir_for(cfg:Config) -> Path:
     "The run folder of `cfg`: `paths.out_dir/paths.run_name`, the name defaulting to the model and the time."
-    name = cfg.paths.run_name or f"{model_label(cfg)}-{time.strftime('%Y%m%d-%H%M%S')}"
+    name = cfg.paths.run_name or os.environ.get('MEDSEG_RUN_NAME') or f"{model_label(cfg)}-{time.strftime('%Y%m%d-%H%M%S')}"
     return resolve_path(cfg.paths.out_dir)/name
+
+def is_rank_zero() -> bool:
+    "Whether this process is DDP's global rank 0 (or not distributed), as its launcher tells it before any process group exists."
+    e = os.environ
+    if 'RANK' in e: return int(e['RANK']) == 0  # torchrun
+    if 'LOCAL_RANK' in e or 'NODE_RANK' in e: return int(e.get('LOCAL_RANK', 0)) == 0 and int(e.get('NODE_RANK', 0)) == 0  # ranks Lightning's launcher starts
+    return int(e.get('SLURM_PROCID', 0)) == 0  # srun's tasks
+
+@contextmanager
+def run_name_for_ranks(name:str):
+    "While DDP's launcher starts ranks 1..n-1 (they run the same command again, seconds later), they take this run folder name."
+    old = os.environ.get('MEDSEG_RUN_NAME'); os.environ['MEDSEG_RUN_NAME'] = name
+    try: yield
+    finally:
+        if old is None: os.environ.pop('MEDSEG_RUN_NAME', None)
+        else: os.environ['MEDSEG_RUN_NAME'] = old
 
 # %% ../nbs/08_run.ipynb #c006
 _OLD_IMPLIED = {'loss': {'_target_': 'medseg.losses.DiceBCELoss', 'params': {}}, 'classes': 1}  # spelled out before the redesign
@@ -66,6 +86,8 @@ _OLD_IMPLIED = {'loss': {'_target_': 'medseg.losses.DiceBCELoss', 'params': {}},
 def _comparable(cfg:Config) -> dict:
     "The config as saved, minus what may differ between a run and its resumption (or between medseg versions)."
     d = config_to_dict(cfg); d['trainer'].pop('max_epochs', None); d['data'].pop('view_batch', None)
+    for h in d['heads']:  # measured from the data by `fit` (a run folder from before standardisation has none)
+        h.pop('target_mean', None); h.pop('target_std', None)
     if not d['heads']:  # configs saved before the redesign name the implied head's defaults explicitly
         if d['loss'] == _OLD_IMPLIED['loss']: d['loss'] = None
         if d['model']['classes'] == _OLD_IMPLIED['classes']: d['model']['classes'] = None
@@ -74,6 +96,8 @@ def _comparable(cfg:Config) -> dict:
 def prepare_run_dir(cfg:Config) -> tuple[Path, Optional[Path]]:
     "Create (or reopen) the run folder; return it and the checkpoint to resume from, if any."
     run = run_dir_for(cfg)
+    last = run/'checkpoints'/'last.ckpt'
+    if not is_rank_zero(): return run, (last if cfg.paths.resume and last.exists() else None)  # DDP: rank 0 writes the folder
     saved = run/'config.yaml'
     if saved.exists():
         old = load_config(saved)
@@ -108,9 +132,10 @@ def resolve_monitor(cfg:CheckpointConfig, task, validating:bool=True) -> tuple[s
 def build_callbacks(cfg:Config, # the whole config (`checkpoint`, `callbacks`, `trainer`, `model.unfreeze_epoch`)
                     run:Path, # the run folder
                     monitors:list[tuple[str, str]], # (metric, mode) pairs from `resolve_monitors`
+                    extra=(), # more Lightning callbacks from the caller (an Optuna trial's pruning callback), added last
                    ) -> list:
     "Checkpointing (one `ModelCheckpoint` per monitored metric, `best-<metric>-epoch=NN.ckpt`; the first also keeps `last.ckpt`), learning-rate monitoring, and the configured extras."
-    from lightning.pytorch.callbacks import EarlyStopping, LearningRateMonitor, ModelCheckpoint, TQDMProgressBar
+    from lightning.pytorch.callbacks import EarlyStopping, LearningRateMonitor, ModelCheckpoint
     ck, cb = cfg.checkpoint, cfg.callbacks
     out = [ModelCheckpoint(dirpath=run/'checkpoints', filename=f'best-{m}-{{epoch:02d}}', monitor=m, mode=mode, save_top_k=ck.save_top_k,
                            save_last=i == 0, every_n_epochs=ck.every_n_epochs) for i, (m, mode) in enumerate(monitors)]
@@ -122,18 +147,23 @@ def build_callbacks(cfg:Config, # the whole config (`checkpoint`, `callbacks`, `
     if cb.check_gradients:
         from medseg.task import GradientCheck
         out.append(GradientCheck())
-    if cfg.trainer.enable_progress_bar: out.append(TQDMProgressBar(refresh_rate=cb.progress_bar_refresh_rate))
+    from medseg.task import progress_callbacks
+    monitor, mode = monitors[0] if monitors else (None, 'max')
+    out += progress_callbacks(cfg.trainer.enable_progress_bar, monitor, mode, cb.progress_bar_refresh_rate)[1]  # a bar in a terminal, else a line per epoch
     if cfg.model.unfreeze_epoch is not None:
         from medseg.models import UnfreezeEncoder
         out.append(UnfreezeEncoder(cfg.model.unfreeze_epoch))
-    return out
+    from medseg.plugins import user_callbacks
+    return out + user_callbacks(cfg) + list(extra)  # the config's own (`callbacks: [...]`), then the caller's
 
-def build_trainer(cfg:Config, run:Path, monitors:list[tuple[str, str]]):
+def build_trainer(cfg:Config, run:Path, monitors:list[tuple[str, str]], callbacks=()):
     "A `lightning.Trainer` from the `trainer`, `checkpoint`, `callbacks` and `logging` sections, writing into `run`."
     import lightning as L
     from medseg.loggers import build_loggers
-    callbacks = build_callbacks(cfg, run, monitors)
-    return L.Trainer(**cfg.trainer.trainer_kwargs(), default_root_dir=run,
+    callbacks = build_callbacks(cfg, run, monitors, callbacks)
+    from medseg.task import ProgressBar
+    bar = any(isinstance(c, ProgressBar) for c in callbacks)
+    return L.Trainer(**{**cfg.trainer.trainer_kwargs(), 'enable_progress_bar': bar}, default_root_dir=run,
                      logger=build_loggers(cfg.logging, run), callbacks=callbacks, enable_model_summary=False)
 
 # %% ../nbs/08_run.ipynb #m001
@@ -331,11 +361,11 @@ def with_run_heads(cfg:Config, heads:list) -> Config:
 def build_task(cfg:Config):
     """The LightningModule and DataModule for `cfg`. The data is read and checked here, before any training;
     when the config declares no heads the data implies them (the built-in manifest: one binary `mask` head)."""
-    from medseg.data import MedDataModule
+    from medseg.plugins import build_datamodule
     from medseg.models import build_model
     from medseg.task import MultiTask, prepare_model
     extra, m = tuple(cfg.allow_modules), cfg.model
-    dm = MedDataModule(cfg.data, cfg.heads or None, in_channels=m.in_channels, seed=cfg.seed)
+    dm = build_datamodule(cfg)  # a layout, or the lab's own Dataset / LightningDataModule (`data.target`)
     dm.prepare_data(); dm.load()
     heads = select_heads(implied_heads(cfg, dm.heads), cfg.recipe)
     heads = with_target_stats(heads, train_labels(dm.load(), heads))  # reg heads learn standardised targets
@@ -395,10 +425,13 @@ def write_batch_view(run:Path, dm) -> Path:
     buf = _io.BytesIO(); fig.savefig(buf, dpi=100); plt.close(fig)
     return atomic_write(Path(run)/'plots'/'batch.png', buf.getvalue())
 
+@quietly
 def train(cfg:Config, # the whole config
           ckpt_path=None, # resume from this checkpoint (weights, optimizer, epoch); default: the run folder's `last.ckpt`
+          callbacks=(), # more Lightning callbacks for this run (`medseg.tune` passes an Optuna pruning callback)
          ) -> RunResult:
     "Fit the model described by `cfg`, test its best checkpoint when the data has a test split, draw the run's plots, and return what the run left behind."
+    if needs_child(cfg.trainer): return fit_subprocess(cfg, ckpt_path)  # DDP that Lightning would fork from this process (a notebook): `medseg fit` in a child
     seed_everything(cfg.seed)
     task, dm = build_task(cfg)  # data read and checked, model built: a bad config or data stops here, before the run folder
     monitors = resolve_monitors(cfg.checkpoint, task, validating=cfg.trainer.limit_val_batches != 0)
@@ -406,25 +439,28 @@ def train(cfg:Config, # the whole config
     cfg = with_run_heads(cfg, task.heads)  # measured target statistics go into the run's config.yaml
     run, last = prepare_run_dir(cfg)
     resume_from = resume_from or last
-    dm.write_skipped(run)  # `on_bad_sample: skip` lists every skipped sample in run/skipped_samples.csv
-    if cfg.data.view_batch: write_batch_view(run, dm)
-    trainer = build_trainer(cfg, run, monitors)
-    if resume_from: _set_aside_metrics(run)
+    zero = is_rank_zero()  # under DDP only global rank 0 writes the run folder
+    if zero: dm.write_skipped(run)  # `on_bad_sample: skip` lists every skipped sample in run/skipped_samples.csv
+    if zero and cfg.data.view_batch: write_batch_view(run, dm)
+    trainer = build_trainer(cfg, run, monitors, callbacks)
+    if zero and resume_from: _set_aside_metrics(run)
     t0 = time.time()
-    trainer.fit(task, datamodule=dm, ckpt_path=resume_from)
-    _merge_metrics(run)
+    with run_name_for_ranks(run.name):  # DDP's launcher runs this command again for the other ranks: one run folder for all
+        trainer.fit(task, datamodule=dm, ckpt_path=resume_from)
+    zero = trainer.is_global_zero
+    if zero: _merge_metrics(run)
     cks = [c for c in trainer.checkpoint_callbacks if getattr(c, 'monitor', None)]
     bests = {c.monitor: dict(score=float(c.best_model_score) if c.best_model_score is not None else None,
                              ckpt=c.best_model_path or None) for c in cks}
     monitor = monitors[0][0]
     best, best_path = bests.get(monitor, {}).get('score'), bests.get(monitor, {}).get('ckpt')
     best_path = Path(best_path) if best_path else None
-    update_summary(run, best_score=best, monitor=monitor, best_ckpt=str(best_path) if best_path else None, best=bests,
-                   epochs=trainer.current_epoch, seconds=round(time.time() - t0, 1), resumed_from=str(resume_from) if resume_from else None)
+    if zero: update_summary(run, best_score=best, monitor=monitor, best_ckpt=str(best_path) if best_path else None, best=bests,
+                            epochs=trainer.current_epoch, seconds=round(time.time() - t0, 1), resumed_from=str(resume_from) if resume_from else None)
     if cfg.trainer.test_after_fit and not cfg.trainer.fast_dev_run and has_split(dm, 'test'):
         scores = _scores(trainer.test(task, datamodule=dm, ckpt_path=str(best_path) if best_path else None, verbose=False))
-        write_scores(run, scores, 'test'); print(format_scores(scores, f"test ({best_path.name if best_path else 'last weights'})"))
-    metrics = read_metrics(run) if (run/'metrics.csv').exists() else pd.DataFrame()
+        if zero: write_scores(run, scores, 'test'); print(format_scores(scores, f"test ({best_path.name if best_path else 'last weights'})"))
+    metrics = read_metrics(run) if zero and (run/'metrics.csv').exists() else pd.DataFrame()
     if trainer.is_global_zero and not cfg.trainer.fast_dev_run:
         write_plots(run, task, dm, 'test' if has_split(dm, 'test') else 'val', metrics=metrics)
     if trainer.is_global_zero:
@@ -433,6 +469,87 @@ def train(cfg:Config, # the whole config
     return RunResult(run, best, best_path, metrics, monitor, task, dm)
 
 fit = train  # the mode's name on the command line
+
+# %% ../nbs/08_run.ipynb #rddp1
+FORKING = ('ddp_notebook', 'ddp_fork', 'ddp_spawn')  # strategies whose workers Lightning forks or spawns from the calling process
+
+def interactive() -> bool:
+    "Whether this is a notebook kernel or an interactive interpreter, as Lightning judges it (it refuses `ddp` there)."
+    return hasattr(sys, 'ps1') or bool(sys.flags.interactive)
+
+def device_count(trainer, # the `trainer` section
+                ) -> int:
+    "How many devices on one node the `trainer` section asks for: a count, ids, or `auto`/-1 (every GPU when the accelerator may use one, else 1)."
+    d, acc = trainer.devices, str(trainer.accelerator).lower()
+    if isinstance(d, list): return len(d)
+    if isinstance(d, str) and d.strip() not in ('auto', '-1'): return len([x for x in d.split(',') if x.strip()]) if ',' in d else int(d)
+    if isinstance(d, int) and d >= 0: return d
+    if acc in ('gpu', 'cuda', 'auto'):
+        import torch
+        return max(torch.cuda.device_count(), 1)
+    return 1
+
+def needs_child(trainer, # the `trainer` section
+                in_kernel:Optional[bool]=None, # default: `interactive()`
+               ) -> bool:
+    "Whether this training must run as `medseg fit` in a child process: Lightning would fork or spawn its DDP workers from here, and they hand back only the weights."
+    s = str(trainer.strategy)
+    if s.startswith(FORKING): return True
+    ranks = device_count(trainer) * int(getattr(trainer, 'num_nodes', None) or 1)
+    return (interactive() if in_kernel is None else in_kernel) and ranks > 1 and (s == 'auto' or s.startswith('ddp'))
+
+def child_strategy(strategy:str) -> str:
+    "The strategy of the child `medseg fit`: a fork or spawn variant, or `auto`, becomes `ddp` (`_find_unused_parameters_true` kept)."
+    for f in FORKING:
+        if strategy.startswith(f): return 'ddp' + strategy[len(f):]
+    return 'ddp' if strategy == 'auto' else strategy
+
+# %% ../nbs/08_run.ipynb #rddp2
+def _kill_group(proc, grace:float=5.0):
+    "End a child started with `start_new_session=True` and every process of its group: SIGTERM, then SIGKILL after `grace` seconds."
+    import signal
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        try: os.killpg(proc.pid, sig)
+        except ProcessLookupError: return
+        try: proc.wait(grace); return
+        except subprocess.TimeoutExpired: pass
+
+def child_config(cfg):
+    "`cfg` as the child `medseg fit` runs it: strategy `ddp` (`child_strategy`), the run folder named now (every rank reads the name from the file)."
+    return cfg.model_copy(update={'trainer': cfg.trainer.model_copy(update={'strategy': child_strategy(str(cfg.trainer.strategy))}),
+                                  'paths': cfg.paths.model_copy(update={'run_name': run_dir_for(cfg).name})})
+
+def fit_subprocess(cfg, # the whole config (`medseg.config.Config`)
+                   ckpt_path=None, # resume from this checkpoint (as `medseg fit --ckpt_path`)
+                   echo:bool=True, # print the child's output as it comes
+                  ):
+    "Train `cfg` with `medseg fit` in a child process, DDP's launcher starting the other ranks from that command; returns its `RunResult`, the task holding the best weights."
+    import collections, shutil, tempfile
+    child = child_config(cfg)
+    run, tmp, tail = run_dir_for(child), Path(tempfile.mkdtemp(prefix='medseg-fit-')), collections.deque(maxlen=40)
+    try:
+        save_config(child, tmp/'config.yaml')
+        cmd = [sys.executable, '-m', 'medseg', 'fit', '-c', str(tmp/'config.yaml'), *(['--ckpt_path', str(ckpt_path)] if ckpt_path else [])]
+        proc = subprocess.Popen(cmd, cwd=project_root(), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                errors='replace', start_new_session=True, env={**os.environ, 'PYTHONUNBUFFERED': '1'})
+        try:
+            for line in proc.stdout:
+                tail.append(line.rstrip('\n'))
+                if echo: print(line, end='', flush=True)
+            rc = proc.wait()
+        except BaseException:  # Ctrl-C or a kernel interrupt: no rank outlives the cell
+            _kill_group(proc); raise
+    finally: shutil.rmtree(tmp, ignore_errors=True)
+    if rc:
+        last = next((l for l in reversed(tail) if l.strip()), f'exit status {rc}')
+        if rc == 2 and last.startswith('medseg: '): raise ConfigError(last.removeprefix('medseg: '))
+        raise RuntimeError(f"medseg fit (DDP, in a child process) failed with exit status {rc}: {last}")
+    summary = json.loads((run/'summary.json').read_text())
+    best = Path(summary['best_ckpt']) if summary.get('best_ckpt') else None
+    task, dm = build_task(load_config(run/'config.yaml'))
+    if best is not None: load_checkpoint(task, best)
+    metrics = read_metrics(run) if (run/'metrics.csv').is_file() else pd.DataFrame()
+    return RunResult(run, summary.get('best_score'), best, metrics, summary.get('monitor'), task, dm)
 
 # %% ../nbs/08_run.ipynb #m002
 def _eval_setup(cfg:Config, ckpt_path):
@@ -444,9 +561,12 @@ def _eval_setup(cfg:Config, ckpt_path):
 
 def _eval_trainer(cfg:Config, run:Path):
     import lightning as L
-    return L.Trainer(**{**cfg.trainer.trainer_kwargs(), 'logger': False, 'enable_checkpointing': False},
-                     default_root_dir=run, enable_model_summary=False)
+    from medseg.task import ProgressBar
+    bar = use_progress_bar(cfg.trainer.enable_progress_bar)
+    return L.Trainer(**{**cfg.trainer.trainer_kwargs(), 'logger': False, 'enable_checkpointing': False, 'enable_progress_bar': bar},
+                     default_root_dir=run, enable_model_summary=False, callbacks=[ProgressBar()] if bar else None)
 
+@quietly
 def score(cfg:Config, ckpt_path=None, stage:str='test') -> dict:
     "Score a checkpoint on the test (`stage='test'`) or validation (`'validate'`) split; write and return the scores."
     task, dm, ckpt, run = _eval_setup(cfg, ckpt_path)
@@ -469,6 +589,7 @@ def validate(cfg:Config, ckpt_path=None) -> dict:
     "Scores of a checkpoint on the validation split (`validate_metrics.csv`, `summary.json['validate']`)."
     return score(cfg, ckpt_path, 'validate')
 
+@quietly
 def predict(cfg:Config, ckpt_path=None) -> dict:
     "Predictions of a checkpoint on `data.predict_dir` (or the test split, with scores where labels exist) into `run/predictions`, written batch by batch."
     from medseg.predict import PredictionWriter
@@ -508,6 +629,7 @@ def markdown_table(df:pd.DataFrame, digits:int=4) -> str:
     return '\n'.join(['| ' + ' | '.join(map(str, df.columns)) + ' |', '|' + ' --- |' * len(df.columns),
                       *('| ' + ' | '.join(r) + ' |' for r in cells.itertuples(index=False))])
 
+@quietly
 def evaluate(cfg:Config, # the config whose `data` gives the test set (and `checkpoint.monitor` the order)
              patterns=(), # checkpoint paths or glob patterns; empty: every run folder under `paths.out_dir`
             ) -> pd.DataFrame:
@@ -539,29 +661,68 @@ MODES = {'fit': 'train a model, then test its best checkpoint on the test split'
          'test': 'score a checkpoint on the test split', 'predict': 'write predictions of a checkpoint (data.predict_dir, or the test split)',
          'evaluate': 'score several checkpoints on one test set: one table (evaluation.csv, evaluation.md)'}
 
+TOOLS = {'sweep': 'run a papermill notebook over a grid of parameters on every GPU or CPU slot (medseg sweep FILE --help)',
+         'tune': "search hyperparameters with Optuna: the config's optuna section, or a W&B sweep file (medseg tune -c CONFIG --help)",
+         'slurm': 'write a SLURM batch script that trains a config with DDP on several nodes (medseg slurm -c CONFIG --nodes N --gpus G --help)',
+         'track-eval': 'score a tracking result against ground truth with MOT metrics (medseg track-eval GT RESULT [--max-dist D])'}
+
 def cli_parser() -> argparse.ArgumentParser:
     "The `medseg` argument parser: one sub-command per mode."
     p = argparse.ArgumentParser(prog='medseg', description='Train, score and run medseg models from one YAML config.')
-    sub = p.add_subparsers(dest='mode', required=True, metavar='MODE', help=', '.join(MODES))
+    sub = p.add_subparsers(dest='mode', required=True, metavar='MODE', help=', '.join([*MODES, *TOOLS]))
     for m, h in MODES.items():
         s = sub.add_parser(m, help=h, description=f"medseg {m}: {h}.")
         s.add_argument('--config', '-c', default=None, help='YAML config file (default: the built-in job)')
+        if m == 'fit': s.add_argument('--best-of', default=None, metavar='STUDY', help="train with a study's best values: a study folder, its best_params.yaml or study.db, a storage URL (URL#study), or a study name under paths.out_dir/studies; the command line's overrides still win")
         if m == 'evaluate': s.add_argument('--ckpt_path', nargs='*', default=[], help='checkpoints or glob patterns (default: the best of every run folder under paths.out_dir)')
         else: s.add_argument('--ckpt_path', default=None, help="checkpoint: fit resumes from it, the other modes run it (default: fit resumes the run folder's "
                              "last.ckpt; the others take the best of the run folder paths.run_name)")
+        s.add_argument('--verbose', '-v', action='store_true', help="show every warning and log line of the libraries medseg runs (also MEDSEG_VERBOSE=1)")
         s.add_argument('overrides', nargs='*', help='dotted overrides, e.g. trainer.max_epochs=3')
+    for m, h in TOOLS.items():  # commands with their own arguments, handed to their own parser
+        sub.add_parser(m, help=h, add_help=False).add_argument('args', nargs=argparse.REMAINDER)
     return p
 
+def _test_of(monitor:Optional[str], scores:dict) -> dict:
+    "The test value of the monitored metric (`val_x` -> `test_x`), when there is one."
+    key = 'test' + (monitor or '').removeprefix('val') if monitor else None
+    return {key: scores[key]} if key and key in scores else {}
+
+def mode_rows(mode:str, cfg:Config, result, ckpt_path=None) -> dict:
+    "What the end table of a mode shows: run folder, checkpoint, the monitored metric, test scores."
+    if mode == 'fit':
+        summary = json.loads((result.run_dir/'summary.json').read_text()) if (result.run_dir/'summary.json').exists() else {}
+        return {'run folder': result.run_dir, 'best checkpoint': result.best_ckpt.name if result.best_ckpt else None,
+                f'{result.monitor} (best)': result.best_score, **_test_of(result.monitor, summary.get('test', {})),
+                'test scores': result.run_dir/'test_metrics.csv' if summary.get('test') else None}
+    if mode in ('validate', 'test'):
+        ckpt = checkpoint_for(cfg, ckpt_path)
+        mon = cfg.checkpoint.monitor[0] if isinstance(cfg.checkpoint.monitor, list) else cfg.checkpoint.monitor
+        key = (mode if mode == 'test' else 'val') + mon.removeprefix('val') if mon else None
+        first = key if key in result else next((k for k in result if k.endswith('_dice')), next(iter(result), None))
+        return {'run folder': eval_run_dir(cfg, ckpt), 'checkpoint': ckpt.name, first: result.get(first) if first else None,
+                'scores': eval_run_dir(cfg, ckpt)/f'{mode}_metrics.csv'}
+    if mode == 'predict':
+        first = next((v[0] for v in result.values() if v), None)
+        return {'predictions': Path(first).parent if first else None}
+    return {'checkpoints': len(result), 'table': resolve_path(cfg.paths.out_dir)/'evaluation.md'}
+
 def main(argv=None) -> int:
-    "The `medseg` command: `medseg MODE [--config FILE] [--ckpt_path P] [key=value ...]`."
+    "The training modes of the `medseg` command: `medseg MODE [--config FILE] [--ckpt_path P] [--verbose] [key=value ...]`."
     a = cli_parser().parse_args(argv)
+    if a.mode in TOOLS:  # their modules import this one: the `medseg` command (medseg.__main__.main) dispatches them
+        print(f"medseg: {a.mode} runs through the medseg command (medseg.__main__.main), not medseg.run.main", file=sys.stderr); return 2
+    if a.verbose: os.environ['MEDSEG_VERBOSE'] = '1'
     from medseg.io import DataError
+    t0 = time.time()
     try:
         cfg = load_config(a.config, a.overrides)
-        if a.mode == 'fit':
-            r = train(cfg, a.ckpt_path)
-            print(f"run folder: {r.run_dir}\nbest {r.monitor}: {r.best_score}")
-        else: {'validate': validate, 'test': test, 'predict': predict, 'evaluate': evaluate}[a.mode](cfg, a.ckpt_path)
+        if getattr(a, 'best_of', None):
+            from medseg.tune import best_overrides
+            cfg = load_config(a.config, [*best_overrides(a.best_of, cfg.paths.out_dir), *a.overrides])
+        fn = {'fit': train, 'validate': validate, 'test': test, 'predict': predict, 'evaluate': evaluate}[a.mode]
+        result = fn(cfg, a.ckpt_path)
+        if is_rank_zero(): print(end_table(a.mode, time.time() - t0, mode_rows(a.mode, cfg, result, a.ckpt_path)))
     except (ConfigError, DataError, FloatingPointError) as e:
         print(f"medseg: {e}", file=sys.stderr); return 2
     return 0

@@ -91,7 +91,8 @@ def make_synthetic(out_dir, # folder to write; created if missing
     order = rng.permutation(n_pat)
     split_of = {int(p): _split_for(i, n_pat, ratios) for i, p in enumerate(order)}
     rows = []
-    for i in range(n):
+    from medseg.console import progress
+    for i in progress(range(n), 'writing the synthetic set'):
         img, lab = draw_blobs(rng, size)
         stem = f'img_{i:04d}'
         (out/'images'/f'{stem}.png').write_bytes(png_bytes(to_pil(img, mode)))

@@ -4,23 +4,25 @@
 
 # %% ../nbs/07_task.ipynb #c002
 from __future__ import annotations
-import warnings
+import sys, time, warnings
 from typing import Optional
 
 import torch
 from torch import nn
 import lightning as L
-from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.callbacks import Callback, TQDMProgressBar
 
+from .console import as_number, epoch_line, use_progress_bar
 from .config import ConfigError, HeadConfig, OptimizerConfig, SchedulerConfig, import_target, instantiate
 from .data.dataset import check_input
-from .heads import metric_name
+from .heads import head_lr_mult, metric_name
 from .losses import MultiTaskLoss
 from .metrics import head_metrics
 from .models import param_groups
 
 # %% auto #0
-__all__ = ['scheduler_params', 'OptimMixin', 'MultiTask', 'GradientCheck', 'prepare_model']
+__all__ = ['scheduler_params', 'OptimMixin', 'MultiTask', 'GradientCheck', 'prepare_model', 'EpochLine', 'ProgressBar',
+           'progress_callbacks']
 
 # %% ../nbs/07_task.ipynb #c005
 def _base_lr(opt_cfg:OptimizerConfig, extra_allowed=()) -> float:
@@ -45,8 +47,9 @@ def scheduler_params(cfg:SchedulerConfig, # the `scheduler` section
 class OptimMixin:
     "`configure_optimizers` from `self.opt_cfg`, `self.sched_cfg` and `self.lr_mults`."
     def configure_optimizers(self):
-        params = self.parameters() if not self.lr_mults else \
-            param_groups(self.model, _base_lr(self.opt_cfg, self.extra_allowed), self.lr_mults)
+        head_mults = {h.name: head_lr_mult(h) for h in getattr(self, 'heads', ())}  # reg heads: 10x by default
+        params = self.parameters() if not self.lr_mults and all(m == 1 for m in head_mults.values()) else \
+            param_groups(self.model, _base_lr(self.opt_cfg, self.extra_allowed), self.lr_mults, head_mults)
         opt = instantiate(self.opt_cfg, params, extra_allowed=self.extra_allowed)
         if self.sched_cfg is None: return opt
         c = self.sched_cfg
@@ -80,7 +83,7 @@ class MultiTask(OptimMixin, L.LightningModule):
         self.loss = MultiTaskLoss(self.heads, extra_allowed)
         self.opt_cfg, self.sched_cfg, self.extra_allowed = optimizer or OptimizerConfig(), scheduler, tuple(extra_allowed)
         self.lr_mults, self.tta, self.nan_guard, self.channels_last = dict(lr_mults or {}), tta, nan_guard, channels_last
-        self.metrics = nn.ModuleDict({s: nn.ModuleDict({h.name: head_metrics(h, f'{s}_{h.name}_') for h in self.heads})
+        self.metrics = nn.ModuleDict({s: nn.ModuleDict({h.name: head_metrics(h, f'{s}_{h.name}_', extra_allowed=self.extra_allowed) for h in self.heads})
                                       for s in ('val', 'test')})
     def forward(self, x) -> dict:
         x = check_input(x)
@@ -99,8 +102,8 @@ class MultiTask(OptimMixin, L.LightningModule):
                                      f"from the {', '.join(bad) or 'total'} loss; the last good checkpoint is kept. Lower the learning rate, "
                                      "clip gradients (trainer.gradient_clip_val) or check that head's labels")
         bs = len(batch['image'])
-        self.log(metric_name(stage), total, on_epoch=True, on_step=stage == 'train', prog_bar=True, batch_size=bs)
-        self.log_dict({metric_name(stage, k): v for k, v in parts.items()}, on_epoch=True, on_step=False, batch_size=bs)
+        self.log(metric_name(stage), total, on_epoch=True, on_step=stage == 'train', prog_bar=True, batch_size=bs, sync_dist=True)  # DDP: every rank logs the mean over all ranks
+        self.log_dict({metric_name(stage, k): v for k, v in parts.items()}, on_epoch=True, on_step=False, batch_size=bs, sync_dist=True)
         if stage in self.metrics:
             for m in self.metrics[stage].values():
                 m.update_batch(out, batch); self.log_dict(m, on_epoch=True)
@@ -140,9 +143,9 @@ class MultiTask(OptimMixin, L.LightningModule):
         return list(self.metric_modes(stage))
 
     def default_monitor(self) -> str:
-        "The metric that picks the best checkpoint when the config names none: the first seg head's Dice, else `val_loss`."
-        seg = [h for h in self.heads if h.kind == 'seg']
-        return metric_name('val', seg[0].name, 'dice') if seg else metric_name('val')
+        "The metric that picks the best checkpoint when the config names none: the first seg head's Dice (when it has one), else `val_loss`."
+        seg = [metric_name('val', h.name, 'dice') for h in self.heads if h.kind == 'seg']
+        return seg[0] if seg and seg[0] in self.metric_modes('val') else metric_name('val')
 
 # %% ../nbs/07_task.ipynb #c011g
 class GradientCheck(Callback):
@@ -164,3 +167,40 @@ def prepare_model(model:nn.Module, # the network
     if channels_last: model = model.to(memory_format=torch.channels_last)
     if compile: model.compile()
     return model
+
+# %% ../nbs/07_task.ipynb #tkpk015
+class EpochLine(Callback):
+    "Prints one compact line per training epoch: epoch, time, train loss, the monitored metric and its best so far."
+    def __init__(self, monitor:Optional[str]=None, # the metric to show (`checkpoint.monitor`)
+                 mode:str='max', # whether it should go up or down
+                 file=None, # where to print; default: standard output
+                ):
+        self.monitor, self.mode, self.file, self.best, self.t0 = monitor, mode, file, None, None
+    def on_train_epoch_start(self, trainer, pl_module): self.t0 = time.perf_counter()
+    def on_train_epoch_end(self, trainer, pl_module):
+        if not trainer.is_global_zero or trainer.sanity_checking: return
+        m = trainer.callback_metrics
+        v = as_number(m.get(self.monitor)) if self.monitor else None
+        if v is not None and (self.best is None or (v > self.best if self.mode == 'max' else v < self.best)): self.best = v
+        secs = time.perf_counter() - self.t0 if self.t0 else 0.
+        print(epoch_line(trainer.current_epoch, trainer.max_epochs, secs, m, self.monitor, self.best), file=self.file or sys.stdout, flush=True)
+    def state_dict(self): return {'best': self.best}  # a resumed run remembers its best
+    def load_state_dict(self, state): self.best = state.get('best')
+
+# %% ../nbs/07_task.ipynb #tkpk017
+class ProgressBar(TQDMProgressBar):
+    "Lightning's TQDM bar showing only the step's training loss and the monitored metric."
+    def __init__(self, monitor:Optional[str]=None, refresh_rate:int=1, leave:bool=True):
+        super().__init__(refresh_rate=refresh_rate, leave=leave); self.monitor = monitor
+    def get_metrics(self, trainer, pl_module) -> dict:
+        items = super().get_metrics(trainer, pl_module)
+        out = {'loss': items[k] for k in ('train_loss_step', 'train_loss') if k in items}  # this step's loss
+        v = as_number(trainer.callback_metrics.get(self.monitor)) if self.monitor else None
+        if v is not None: out[self.monitor] = f'{v:.3f}'
+        return out
+
+def progress_callbacks(setting:Optional[bool], # `trainer.enable_progress_bar`
+                       monitor:Optional[str]=None, mode:str='max', refresh_rate:int=1) -> tuple[bool, list]:
+    "Whether the Trainer shows a bar, and the callback that reports progress: `ProgressBar` or `EpochLine`."
+    if use_progress_bar(setting): return True, [ProgressBar(monitor, refresh_rate)]
+    return False, [EpochLine(monitor, mode)]

@@ -31,6 +31,10 @@ def test_papermill_train(tmp_path, where):
     # the executed notebook shows the curves and the overlay
     images = [o for c in executed['cells'] for o in c.get('outputs', []) if 'image/png' in o.get('data', {})]
     assert len(images) >= 2
+    # the notebook reads as a log: one line per epoch, no progress-bar spam, no library noise
+    text = ''.join(''.join(o.get('text', '')) for c in executed['cells'] for o in c.get('outputs', []))
+    assert [l.split('  ')[0] for l in text.splitlines() if l.startswith('epoch ')] == ['epoch 1/1'], text[-2000:]
+    assert 'it/s' not in text and 'site-packages' not in text, text[-2000:]
     kept = json.loads((tmp_path/'runs'/'pm'/'notebook.ipynb').read_text())  # the executed notebook, kept in the run folder
     assert any('injected-parameters' in c['metadata'].get('tags', []) for c in kept['cells'])
     assert sum('image/png' in o.get('data', {}) for c in kept['cells'] for o in c.get('outputs', [])) >= 2

@@ -4,7 +4,7 @@
 
 # %% ../../nbs/03e_data.datamodule.ipynb #m002
 from __future__ import annotations
-import os, warnings
+import json, os, warnings
 from functools import partial
 from pathlib import Path
 from typing import Optional, Sequence
@@ -14,16 +14,18 @@ import torch
 from torch.utils.data import DataLoader
 import lightning as L
 
-from ..config import ConfigError, DataConfig, HeadConfig, did_you_mean, resolve_path
+from ..config import ConfigError, DataConfig, HeadConfig, Target, check_data_target, dataset_takes_split, did_you_mean, plugin_kind, resolve_path
 from ..io import DataError
 from ..synthetic import ensure_synthetic
-from .layouts import Samples, check_headers, default_heads, expand_frames, read_layout, resolve_problems, samples_from_folder
+from .layouts import SPLITS, Samples, check_headers, default_heads, expand_frames, read_layout, resolve_problems, samples_from_folder
 from .splits import assign_splits
-from .dataset import SKIP_FILE, MedDataset, build_transforms, collate, finish_batch, write_skipped
+from .dataset import (SKIP_FILE, ItemDataset, MedDataset, build_transforms, check_batch, collate, finish_batch, label_array,
+                                 write_skipped)
 from .sampling import MedSampler, build_sampler
 
 # %% auto #0
-__all__ = ['load_samples', 'make_loader', 'MedDataModule']
+__all__ = ['load_samples', 'make_loader', 'target_source', 'target_datasets', 'target_samples', 'read_target_labels',
+           'MedDataModule', 'SplitItems', 'WrappedDataModule']
 
 # %% ../../nbs/03e_data.datamodule.ipynb #m006
 def load_samples(cfg:DataConfig, # the `data` section
@@ -73,6 +75,57 @@ def make_loader(ds:MedDataset, # the split's data set
                       persistent_workers=w > 0 and cfg.persistent_workers, drop_last=drop_last,
                       worker_init_fn=_worker_init if w > 0 else None, collate_fn=partial(collate, mean=cfg.mean, std=cfg.std))
 
+# %% ../../nbs/03e_data.datamodule.ipynb #t002
+def target_source(t:Target, # `data.target`
+                  split:str='', # the split of a per-split data set
+                 ) -> str:
+    "How messages name a `data.target` data set: `data.target lab.pairs.PairDataset(split='train')`."
+    return f"data.target {t.target}" + (f"(split={split!r})" if split else '')
+
+def target_datasets(cls, # the `data.target` class, a Dataset
+                    t:Target, # `data.target`: its `params`
+                   ) -> dict:
+    "The lab's data sets: `{split: data set}` built with `split=` when the class takes it, else `{'': data set}`."
+    return {sp: cls(split=sp, **t.params) for sp in SPLITS} if dataset_takes_split(cls) else {'': cls(**t.params)}
+
+def target_samples(parts:dict, # `target_datasets`' result
+                   t:Target, # `data.target`, for messages
+                  ) -> Samples:
+    "One `Samples` row per item: `images` the index into its data set, `split` its data set's key, ids `<split>_<index>`."
+    ids, idx, split, where = [], [], [], []
+    for sp, ds in parts.items():
+        try: n = len(ds)
+        except TypeError: raise ConfigError(f"{target_source(t, sp)} has no len(): medseg needs a map-style Dataset (__getitem__ and __len__)") from None
+        ids += [f"{sp or 'item'}_{j:05d}" for j in range(n)]; idx += range(n); split += [sp] * n
+        where += [f"{target_source(t, sp)} item {j}" for j in range(n)]
+    n = len(ids)
+    return Samples(np.array(ids, dtype=object), list(idx), np.full(n, -1), np.array(split, dtype=object), np.full(n, '', dtype=object),
+                   np.array(ids, dtype=object), np.array(where, dtype=object), {}, {})
+
+def _unknown(h:HeadConfig, n:int) -> np.ndarray:
+    "`n` unknown labels of a cls, reg or zones head, shaped as a layout gives them."
+    if h.kind == 'reg': return np.full(n, np.nan)
+    if h.kind == 'zones': return np.full((n, h.zones), -1, np.int64)
+    if h.multilabel: return np.full((n, len(h.classes)), -1.0, np.float32)
+    return np.full(n, -1, np.int64)
+
+def read_target_labels(s:Samples, # rows of the lab's data sets; labels are filled in
+                       parts:dict, # `target_datasets`' result
+                       heads:Sequence[HeadConfig], # cls, reg or zones heads whose labels to read
+                       rows, # bool per row: the items to read (the others stay unknown)
+                      ) -> Samples:
+    "Fill `s.labels` and `s.valid` of `heads` from the items at `rows` (each item read once, and checked against the contract)."
+    heads = [h for h in heads if h.kind != 'seg']
+    if not heads: return s
+    for h in heads: s.labels[h.name], s.valid[h.name] = _unknown(h, len(s)), np.zeros(len(s), bool)
+    for r in np.flatnonzero(rows):
+        item = check_batch(parts[s.split[r] if s.split[r] in parts else ''][int(s.images[r])], heads, s.where[r], batched=False)
+        for h in heads:
+            y = label_array(torch.as_tensor(item[h.name]), h)
+            s.labels[h.name][r] = y[0] if h.kind == 'reg' else y
+            s.valid[h.name][r] = bool(item.get(f'{h.name}_valid', True))
+    return s
+
 # %% ../../nbs/03e_data.datamodule.ipynb #c068
 class MedDataModule(L.LightningDataModule):
     "Train/val/test/predict loaders for any layout and any heads, built from the `data` config section."
@@ -80,9 +133,14 @@ class MedDataModule(L.LightningDataModule):
                  heads:Optional[Sequence[HeadConfig]]=None, # `Config.heads`; None/empty: the layout's default
                  in_channels:int=1, # the model's input channels
                  seed:int=0, # seeds splits, samplers, augmentations and the synthetic data
+                 allow_modules:Sequence[str]=(), # `Config.allow_modules`: packages a `data.target` may come from
                 ):
         super().__init__()
         self.cfg, self.in_channels, self.seed = cfg, in_channels, seed
+        self.target = check_data_target(cfg, tuple(allow_modules)) if cfg.target is not None else None  # a lab's Dataset class
+        if self.target is not None and plugin_kind(self.target, ('datamodule',)):
+            raise ConfigError(f"data.target: {cfg.target.target} is a LightningDataModule; medseg.plugins.build_datamodule wraps it (MedDataModule serves Datasets)")
+        self.parts = {}  # the lab's data sets: split (or '') -> data set
         self.heads = list(heads or [])
         self.data_dir = resolve_path(cfg.data_dir)
         c = cfg
@@ -97,6 +155,7 @@ class MedDataModule(L.LightningDataModule):
     def prepare_data(self):
         "Write the built-in synthetic set when the manifest is missing and `generate` is on."
         c = self.cfg
+        if self.target is not None: return  # the lab's data set reads its own files
         if c.layout == 'manifest' and not (self.data_dir/c.manifest).exists():
             if c.generate and c.manifest == 'manifest.csv':
                 ensure_synthetic(self.data_dir, n=c.n_images, size=c.im_size, seed=self.seed); return
@@ -109,12 +168,38 @@ class MedDataModule(L.LightningDataModule):
     def load(self) -> Samples:
         "Read, check and split the data set once (the same on every rank): `load_samples`."
         if self.samples is None:
-            self.samples, self.heads, skipped = load_samples(self.cfg, self.heads, self.data_dir, self.seed)
-            self.skipped += skipped
+            if self.target is not None: self.samples, self.heads = self._load_target()
+            else:
+                self.samples, self.heads, skipped = load_samples(self.cfg, self.heads, self.data_dir, self.seed)
+                self.skipped += skipped
         return self.samples
+
+    def _load_target(self) -> tuple[Samples, list[HeadConfig]]:
+        "The lab's data sets built and their first items checked; rows split, and the labels that sampling, splits and standardisation need read."
+        c, t = self.cfg, self.cfg.target
+        heads = self.heads or [HeadConfig(name='mask', kind='seg')]
+        self.parts = target_datasets(self.target, t)
+        s = target_samples(self.parts, t)
+        for sp, ds in self.parts.items():  # the contract, checked on the first item of each, before any training
+            if len(ds): ItemDataset(ds, s.take(np.flatnonzero(s.split == sp)[:1]), heads, c, self.in_channels, source=target_source(t, sp))._decode(0)
+        if c.cache_dir is not None and not all(hasattr(ds, 'cache_key') for ds in self.parts.values()):
+            warnings.warn(f"data.cache_dir: {t.target} has no cache_key(index) method saying what identifies an item, so its items are not kept on disk")
+        cls, done = [h for h in heads if h.kind == 'cls'], set()
+        if '' in self.parts:  # one data set: split here, stratified by a cls head's labels (read from every item)
+            strat = [h for h in cls if h.name == c.stratify] if c.stratify else cls[:1]
+            read_target_labels(s, self.parts, strat, np.ones(len(s), bool)); done |= {h.name for h in strat}
+            s, _ = assign_splits(s, c, heads, self.seed)
+        weighted = [sp for sp, mode in (('train', c.sampler.train), ('val', c.sampler.val)) if mode == 'weighted']
+        need = {h.name: np.isin(s.split, weighted) for h in cls} if weighted else {}  # class-balanced draws
+        for h in heads:  # regression targets are standardised by the training split's statistics
+            if h.kind == 'reg' and h.standardize and h.target_mean is None: need[h.name] = s.split == 'train'
+        for h in heads:
+            if h.name in need and h.name not in done: read_target_labels(s, self.parts, [h], need[h.name])
+        return s, heads
 
     def _where(self) -> str:
         c = self.cfg
+        if self.target is not None: return target_source(c.target)
         return str(self.data_dir/c.manifest) if c.layout == 'manifest' else str(self.data_dir/c.npz_file) if c.layout == 'npz' else str(self.data_dir)
 
     def dataset(self, split:str) -> MedDataset:
@@ -126,12 +211,18 @@ class MedDataModule(L.LightningDataModule):
             ds = MedDataset(samples_from_folder(resolve_path(c.predict_dir)), [], c, self.in_channels, self.tfms['predict'], log, split)
         else:
             s = self.load()
-            part = s.take(s.split == ('test' if split == 'predict' else split))
+            sp = 'test' if split == 'predict' else split
+            part = s.take(s.split == sp)
             if not len(part):
                 what = "'test' (predict uses it when data.predict_dir is not set)" if split == 'predict' else repr(split)
                 raise DataError(f"{self._where()}: split {what} is empty (splits present: {', '.join(sorted(set(s.split))) or 'none'})")
             tfm = self.tfms['train' if split == 'train' else 'predict' if split == 'predict' else 'val']
-            ds = MedDataset(part, [] if split == 'predict' else self.heads, c, self.in_channels, tfm, log, split)
+            heads = [] if split == 'predict' else self.heads
+            if self.target is None: ds = MedDataset(part, heads, c, self.in_channels, tfm, log, split)
+            else:
+                key = sp if sp in self.parts else ''
+                ds = ItemDataset(self.parts[key], part, heads, c, self.in_channels, tfm, log, split, source=target_source(c.target, key),
+                                 cache_id=json.dumps([c.target.target, c.target.params, key], default=str))
         if c.check_data == 'decode' or (c.cache and c.num_workers > 0): ds.preload(max(1, c.num_workers))
         self.datasets[split] = ds
         return ds
@@ -167,5 +258,81 @@ class MedDataModule(L.LightningDataModule):
     def on_after_batch_transfer(self, batch, dataloader_idx:int): return self.finish(batch)
     def train_dataloader(self): return self._loader('train', self.sampler('train'), self.cfg.drop_last)
     def val_dataloader(self): return self._loader('val', self.sampler('val'))
+    def test_dataloader(self): return self._loader('test')
+    def predict_dataloader(self): return self._loader('predict')
+
+# %% ../../nbs/03e_data.datamodule.ipynb #t008
+def _overrides(obj, hook:str) -> bool: return getattr(type(obj), hook, None) is not getattr(L.LightningDataModule, hook)
+
+class SplitItems(torch.utils.data.Dataset):
+    "One split's items of a lab's data module, each with an `id` (its own, or `<split>_<index>`), and its rows as `s`."
+    def __init__(self, ds, s:Samples): self.ds, self.s = ds, s
+    def __len__(self): return len(self.ds)
+    def __getitem__(self, i):
+        item = dict(self.ds[i]); item.setdefault('id', str(self.s.ids[i])); return item
+
+class WrappedDataModule(L.LightningDataModule):
+    "A lab's `LightningDataModule` (`data.target`) with what medseg's run asks of a data module: heads, `finish`, splits, the first batch checked."
+    _LOADERS = {'train': 'train_dataloader', 'val': 'val_dataloader', 'test': 'test_dataloader'}
+    def __init__(self, cfg:DataConfig, # the `data` section: `target`, `mean`/`std`, `predict_dir`
+                 heads:Optional[Sequence[HeadConfig]]=None, # `Config.heads`; None/empty: one binary `mask` head
+                 in_channels:int=1, # the model's input channels (checked on the first batch)
+                 seed:int=0, # kept for the interface (the lab's module seeds itself)
+                 allow_modules:Sequence[str]=(), # `Config.allow_modules`
+                ):
+        super().__init__()
+        self.cfg, self.in_channels, self.seed = cfg, in_channels, seed
+        cls = check_data_target(cfg, tuple(allow_modules)) if cfg.target is not None else None
+        if cls is None or not plugin_kind(cls, ('datamodule',)): raise ConfigError("WrappedDataModule needs a LightningDataModule class in data.target")
+        self.heads = list(heads or []) or [HeadConfig(name='mask', kind='seg')]
+        self.dm, self.source = cls(**cfg.target.params), target_source(cfg.target)
+        self.samples, self.skipped = None, []
+
+    def prepare_data(self): self.dm.prepare_data()
+    def setup(self, stage:Optional[str]=None):
+        self.dm.trainer = self.trainer
+        self.dm.setup(stage)
+    def teardown(self, stage:Optional[str]=None): self.dm.teardown(stage)
+    def state_dict(self): return self.dm.state_dict()
+    def load_state_dict(self, state): self.dm.load_state_dict(state)
+
+    def _loader(self, split:str):
+        hook = self._LOADERS.get(split, 'predict_dataloader')
+        if split == 'predict' and not _overrides(self.dm, hook): hook = 'test_dataloader'
+        if not _overrides(self.dm, hook): raise DataError(f"{self.source}: it has no {hook}, so there is no {split!r} split")
+        return getattr(self.dm, hook)()
+
+    def load(self) -> Samples:
+        "The splits the lab's module serves, as `Samples` rows (set up for fit and test once); its first training batch checked."
+        if self.samples is None:
+            for stage in ('fit', 'test'): self.dm.setup(stage)
+            parts = {sp: self._loader(sp).dataset for sp in self._LOADERS if _overrides(self.dm, self._LOADERS[sp])}
+            sized = {sp: ds if hasattr(ds, '__len__') else [None] * len(self._loader(sp)) for sp, ds in parts.items()}
+            self.samples = target_samples(sized, self.cfg.target)
+            if 'train' in parts:
+                b = self.dm.on_after_batch_transfer(self.dm.on_before_batch_transfer(next(iter(self._loader('train'))), 0), 0)
+                check_batch(self.finish(b), self.heads, f"{self.source}: the first training batch", self.in_channels)
+        return self.samples
+
+    def dataset(self, split:str):
+        "The items of `split` one by one (for predictions and plots): its loader's data set, when map-style."
+        if split == 'predict' and self.cfg.predict_dir is not None:
+            c = self.cfg
+            return MedDataset(samples_from_folder(resolve_path(c.predict_dir)), [], c, self.in_channels,
+                              build_transforms(c.val_augs if c.predict_augs is None else c.predict_augs, c.im_size), split='predict')
+        ds = self._loader(split).dataset
+        if not (hasattr(ds, '__getitem__') and hasattr(ds, '__len__')):
+            raise DataError(f"{self.source}: the {split} loader's data set is not map-style (__getitem__, __len__); predictions and plots read its items one by one")
+        return SplitItems(ds, target_samples({split: ds}, self.cfg.target))
+
+    def write_skipped(self, folder) -> Path: return write_skipped(self.skipped, folder)
+    def finish(self, batch:dict) -> dict:
+        "A batch made model-ready (`finish_batch` with `data.mean`/`std`)."
+        return finish_batch(batch, self.cfg.mean, self.cfg.std)
+    def on_before_batch_transfer(self, batch, dataloader_idx:int): return self.dm.on_before_batch_transfer(batch, dataloader_idx)
+    def transfer_batch_to_device(self, batch, device, dataloader_idx:int): return self.dm.transfer_batch_to_device(batch, device, dataloader_idx)
+    def on_after_batch_transfer(self, batch, dataloader_idx:int): return self.finish(self.dm.on_after_batch_transfer(batch, dataloader_idx))
+    def train_dataloader(self): return self._loader('train')
+    def val_dataloader(self): return self._loader('val')
     def test_dataloader(self): return self._loader('test')
     def predict_dataloader(self): return self._loader('predict')

@@ -8,13 +8,14 @@ import csv, hashlib, json, os, warnings
 from concurrent.futures import ThreadPoolExecutor
 from io import BytesIO, StringIO
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any, Mapping, Optional, Sequence
 
 import numpy as np
 import torch
 from torch.utils.data import Dataset, default_collate
 
 from ..config import ConfigError, DataConfig, HeadConfig, atomic_write, check_params, did_you_mean, resolve_path
+from ..heads import target_form
 from ..io import DataError, normalize_intensity, read_image, read_mask, to_channels
 from .layouts import Samples
 
@@ -22,7 +23,7 @@ from .layouts import Samples
 __all__ = ['SKIP_FILE', 'build_aug', 'build_transforms', 'apply_transforms', 'read_head_mask', 'read_mode', 'normalize_input',
            'denormalize_input', 'finish_batch', 'collate', 'check_input', 'read_sample_image', 'read_sample_masks',
            'image_tensor', 'label_tensors', 'MedDataset', 'write_skipped', 'append_skipped', 'sample_cache_key',
-           'DiskCache']
+           'DiskCache', 'label_spec', 'as_label_tensor', 'check_batch', 'mask_array', 'label_array', 'ItemDataset']
 
 # %% ../../nbs/03c_data.dataset.ipynb #c006
 os.environ.setdefault('NO_ALBUMENTATIONS_UPDATE', '1')  # albumentations asks PyPI for updates on import; medseg runs offline
@@ -262,6 +263,8 @@ class MedDataset(Dataset):
         if c.mean is not None and len(c.mean) not in (1, in_channels):
             raise ConfigError(f"data.mean/data.std have {len(c.mean)} values; give 1 or in_channels={in_channels}")
     def __len__(self): return len(self.s)
+    @property
+    def n_arrays(self) -> int: return len(self.seg)  # masks a decoded sample holds (what the disk cache reads back)
 
     def _read_image(self, i:int) -> np.ndarray: return read_sample_image(self.s, i, self.cfg, self.in_channels)
     def _decode(self, i:int) -> dict:
@@ -275,7 +278,7 @@ class MedDataset(Dataset):
         "Image and masks of sample `i` before augmentation (from the memory or disk cache when they hold them)."
         if i in self._cache: return self._cache[i]
         key = self.cache_key(i) if self.disk else None
-        d = self.disk.get(key, len(self.seg)) if key else None
+        d = self.disk.get(key, self.n_arrays) if key else None
         if d is None:
             d = self._decode(i)
             if key: self.disk.put(key, d)
@@ -375,3 +378,148 @@ class DiskCache:
         except OSError as e:
             if not self._warned:
                 warnings.warn(f"data.cache_dir {self.folder}: cannot write the cache ({e}); decoding without it"); self._warned = True
+
+# %% ../../nbs/03c_data.dataset.ipynb #i002
+def label_spec(h:HeadConfig, # the head
+               size:tuple, # the image's `(H, W)`
+              ) -> tuple[list[tuple], tuple[str, ...], str]:
+    "(accepted shapes of one sample's label, accepted dtype kinds, what the label is) of head `h` in the batch contract."
+    any01 = ('float', 'integer', 'bool')
+    if h.kind == 'seg':
+        if h.multiclass: return [tuple(size)], ('integer',), 'a class index per pixel'
+        return [(max(1, len(h.classes)), *size)], any01, "0/1 per class channel, at the image's size"
+    if h.kind == 'cls':
+        if target_form(h.kind, h.multilabel, n_classes=len(h.classes)) == 'index': return [()], ('integer',), 'a class index, -1 unknown'
+        if len(h.classes) == 1 and not h.multilabel: return [(), (1,)], any01, '0 or 1, -1 unknown'
+        return [(len(h.classes),)], any01, '0/1 per class, -1 unknown'
+    if h.kind == 'reg': return [(), (1,)], ('float', 'integer'), 'a value, NaN unknown'
+    return [(h.zones,)], ('integer',), 'a class per zone, -1 unknown'
+
+def _kind(t:torch.Tensor) -> str: return 'bool' if t.dtype == torch.bool else 'float' if t.is_floating_point() else 'complex' if t.is_complex() else 'integer'
+def _shape(s) -> str: return str(tuple(s)).replace(',)', ')')
+def _either(words) -> str: return ' or '.join(words) if len(words) < 3 else f"{', '.join(words[:-1])} or {words[-1]}"
+
+def as_label_tensor(v, key:str, source:str) -> torch.Tensor:
+    "`v` (a tensor, numpy array or number) as a tensor; anything else is a `DataError` naming `key`."
+    if torch.is_tensor(v): return v
+    try:
+        if isinstance(v, (np.ndarray, np.generic, int, float, bool)): return torch.as_tensor(v)
+    except (TypeError, RuntimeError): pass
+    raise DataError(f"{source}: {key!r} is a {type(v).__name__}; the batch contract holds tensors (or numpy arrays, numbers)")
+
+def check_batch(batch, # an item of a data set (`batched=False`) or a loader batch
+                heads:Sequence[HeadConfig], # the heads whose labels it must carry
+                source:str, # names it in messages, e.g. `data.target lab.Pairs(split='train') item 0`
+                in_channels:Optional[int]=None, # the model's input channels, when known
+                batched:bool=True, # a batch (leading batch axis) or one item
+               ) -> dict:
+    "Check `batch` against the batch contract; return it, or raise a `DataError` naming the first missing or misshapen key."
+    if not isinstance(batch, Mapping):
+        raise DataError(f"{source}: got a {type(batch).__name__}; the batch contract is a dict with 'image' and one label per head")
+    keys = ', '.join(map(repr, batch)) or 'none'
+    if 'image' not in batch:
+        raise DataError(f"{source}: no 'image' (keys: {keys}); the batch contract is a dict with 'image' ({'B x ' if batched else ''}C x H x W) and one label per head")
+    x = as_label_tensor(batch['image'], 'image', source)
+    if x.ndim != 3 + batched or not (x.is_floating_point() or x.dtype == torch.uint8):
+        raise DataError(f"{source}: 'image' has shape {_shape(x.shape)} and dtype {str(x.dtype).removeprefix('torch.')}; "
+                        f"expected {'B x ' if batched else ''}C x H x W, float or uint8")
+    if in_channels is not None and x.shape[-3] != in_channels:
+        raise DataError(f"{source}: 'image' has {x.shape[-3]} channels (shape {_shape(x.shape)}), but model.in_channels is {in_channels}")
+    lead = (x.shape[0],) if batched else ()
+    for h in heads:
+        if h.name not in batch:
+            raise DataError(f"{source}: no {h.name!r} for the {h.kind} head {h.name!r} (keys: {keys}); a sample without this label "
+                            f"still gives one, with {h.name + '_valid'!r} False")
+        y = as_label_tensor(batch[h.name], h.name, source)
+        shapes, kinds, what = label_spec(h, tuple(x.shape[-2:]))
+        shapes = [(*lead, *s) for s in shapes]
+        if tuple(y.shape) not in shapes or _kind(y) not in kinds:
+            raise DataError(f"{source}: {h.name!r} has shape {_shape(y.shape)} and dtype {str(y.dtype).removeprefix('torch.')}; the {h.kind} head "
+                            f"{h.name!r} expects shape {' or '.join(map(_shape, shapes))} ({what}), dtype {_either(kinds)}")
+        k = f'{h.name}_valid'
+        if k in batch:
+            v = as_label_tensor(batch[k], k, source)
+            if tuple(v.shape) not in (lead, (*lead, 1)) or _kind(v) not in ('bool', 'integer'):
+                raise DataError(f"{source}: {k!r} has shape {_shape(v.shape)} and dtype {str(v.dtype).removeprefix('torch.')}; expected shape {_shape(lead)}, bool")
+    return batch
+
+# %% ../../nbs/03c_data.dataset.ipynb #i005
+def mask_array(y:torch.Tensor, h:HeadConfig) -> np.ndarray:
+    "A seg label as the `H x W (x C)` array the augmentations move: bytes where it fits, else a wider integer or float32."
+    y = y.detach().cpu()
+    if h.multiclass:
+        lo, hi = (int(y.min()), int(y.max())) if y.numel() else (0, 0)
+        a = y.numpy().astype(np.uint8 if 0 <= lo and hi < 256 else np.int16 if -2**15 <= lo and hi < 2**15 else np.int32)
+        return a
+    a = y.numpy()
+    a = a.astype(np.uint8) if a.dtype == bool or (not y.is_floating_point() and y.numel() and 0 <= int(y.min()) and int(y.max()) < 256) else a.astype(np.float32)
+    return a[0] if a.shape[0] == 1 else a.transpose(1, 2, 0)
+
+_LABEL_DTYPES = {'index': np.int64, 'binary': np.float32, 'value': np.float32, 'zones': np.int64}
+
+def label_array(y:torch.Tensor, h:HeadConfig) -> np.ndarray:
+    "A cls, reg or zones label in the dtype and shape `MedDataset` gives it (a value as `(1,)`, a one-class label as a scalar index)."
+    form = target_form(h.kind, h.multilabel, h.multiclass, len(h.classes) or None)
+    a = y.detach().cpu().numpy()
+    if h.kind == 'reg': return a.astype(np.float32).reshape(1)
+    if h.kind == 'cls' and not h.multilabel and len(h.classes) == 1: return np.asarray(a.reshape(()), np.int64)  # as `label_tensors` gives it
+    return a.astype(_LABEL_DTYPES[form])
+
+class ItemDataset(MedDataset):
+    "A lab's own `torch.utils.data.Dataset` of batch-contract items, served like `MedDataset`: checked, cached, augmented, with ids and skipped samples."
+    def __init__(self, ds, # the lab's data set: `ds[i]` is one sample in the batch contract
+                 samples:Samples, # its rows: `samples.images[k]` is the index into `ds`
+                 heads:Sequence[HeadConfig]=(), # the heads whose labels to return
+                 cfg:Optional[DataConfig]=None, # `cache`, `cache_dir`, `uint8_batches`, `mean`/`std`, `on_bad_sample`
+                 in_channels:int=1, # channels fed to the model (checked)
+                 tfm=None, # albumentations transform applied to image and masks together
+                 skip_log:Optional[Path]=None, # CSV that skipped samples are appended to
+                 split:str='', # named in skip records
+                 source:str='data.target', # names the data set in messages
+                 cache_id:str='', # what the data set is (class, params, split), for disk-cache keys
+                ):
+        super().__init__(samples, heads, cfg, in_channels, tfm, skip_log, split)
+        self.ds, self.source, self.cache_id = ds, source, cache_id
+        self.rest = [h for h in self.heads if h.kind != 'seg']
+    @property
+    def n_arrays(self) -> int: return len(self.seg) + len(self.rest) + 2  # masks, labels, valid flags, id
+
+    def cache_key(self, i:int) -> Optional[str]:
+        "Disk-cache key of sample `i`: the data set's own `cache_key(index)` and what shapes the arrays; None when it has none."
+        own = getattr(self.ds, 'cache_key', None)
+        if own is None: return None
+        spec = [_CACHE_FORMAT, 'item', self.cache_id, own(int(self.s.images[i])), [(h.name, h.kind, h.multiclass, list(h.classes), h.zones) for h in self.heads]]
+        return hashlib.sha1(json.dumps(spec, default=str).encode()).hexdigest()
+
+    def _decode(self, i:int) -> dict:
+        j = int(self.s.images[i]); where = f"{self.source} item {j}"
+        try: item = self.ds[j]
+        except (OSError, ValueError) as e:
+            if isinstance(e, DataError): raise
+            raise DataError(f"{where}: {type(e).__name__}: {e}") from e
+        check_batch(item, self.heads, where, self.in_channels, batched=False)
+        img = as_label_tensor(item['image'], 'image', where).detach().cpu()
+        img = img.numpy().transpose(1, 2, 0) if img.dtype == torch.uint8 else img.float().numpy().transpose(1, 2, 0)
+        ys = {h.name: as_label_tensor(item[h.name], h.name, where) for h in self.heads}
+        valid = np.array([bool(item.get(f'{h.name}_valid', True)) for h in self.heads], bool)
+        own = item.get('id')
+        return {'image': np.ascontiguousarray(img), 'masks': [*(mask_array(ys[h.name], h) for h in self.seg), *(label_array(ys[h.name], h) for h in self.rest),
+                                                             valid, np.frombuffer(str(own if own is not None else '').encode(), np.uint8)]}
+
+    def item(self, i:int) -> dict:
+        "Sample `i` in the batch contract: augmented, labels in medseg's dtypes, `<head>_valid` flags and an `id`."
+        d = self.decode(i); img, arrays, k = d['image'], d['masks'], len(self.seg)
+        masks, labels, valid, own = arrays[:k], arrays[k:-2], arrays[-2], bytes(arrays[-1]).decode()
+        if self.tfm is not None:
+            o = apply_transforms(self.tfm, img, masks); img, masks = o['image'], o['masks']
+        out, mi, li = {'image': image_tensor(img, self.cfg), 'id': own or str(self.s.ids[i])}, 0, 0
+        for h, ok in zip(self.heads, valid):
+            if h.kind == 'seg':
+                m = np.asarray(masks[mi]); mi += 1
+                if h.multiclass: y = torch.from_numpy(m.astype(np.int64))
+                else:
+                    y = torch.from_numpy(np.ascontiguousarray(m[None] if m.ndim == 2 else m.transpose(2, 0, 1)))
+                    y = y if self.cfg.uint8_batches and y.dtype == torch.uint8 else y.float()
+            else: y = torch.from_numpy(np.array(labels[li])); li += 1
+            out[h.name], out[f'{h.name}_valid'] = y, torch.tensor(bool(ok))
+        return out

@@ -318,8 +318,9 @@ def samples_from_npz(path, head:Optional[HeadConfig]=None) -> tuple[Samples, Hea
 # %% ../../nbs/03a_data.layouts.ipynb #c028
 def check_headers(s:Samples, axis:int=2) -> list:
     "Problems `(index, message)` found in the headers of images and masks (sizes, frames, unreadable files)."
+    from medseg.console import progress
     problems = []
-    for i in range(len(s)):
+    for i in progress(range(len(s)), 'checking image headers'):
         img = s.images[i]
         if img is None or isinstance(img, (int, np.integer)): continue
         paths = img if isinstance(img, tuple) else (img,)
