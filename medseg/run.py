@@ -22,13 +22,13 @@ from .heads import HeadConfig, head_size, select_heads, with_target_stats
 # %% auto #0
 __all__ = ['VERSIONED', 'fit', 'FORKING', 'MODES', 'TOOLS', 'git_state', 'package_versions', 'model_label', 'run_dir_for',
            'is_rank_zero', 'run_name_for_ranks', 'prepare_run_dir', 'resolve_monitors', 'resolve_monitor',
-           'build_callbacks', 'build_trainer', 'checkpoint_file', 'checkpoint_for', 'load_checkpoint', 'eval_run_dir',
-           'collect_predictions', 'sample_paths', 'write_plots', 'papermill_output_path', 'papermill_output',
-           'keep_notebook', 'RunResult', 'read_metrics', 'check_im_size', 'implied_heads', 'train_labels',
-           'with_run_heads', 'build_task', 'has_split', 'update_summary', 'write_scores', 'format_scores',
-           'write_batch_view', 'train', 'interactive', 'device_count', 'needs_child', 'child_strategy', 'child_config',
-           'fit_subprocess', 'score', 'test', 'validate', 'predict', 'find_checkpoints', 'markdown_table', 'evaluate',
-           'cli_parser', 'mode_rows', 'main']
+           'run_callbacks', 'build_callbacks', 'build_trainer', 'checkpoint_file', 'checkpoint_for', 'load_checkpoint',
+           'eval_run_dir', 'collect_predictions', 'sample_paths', 'write_plots', 'papermill_output_path',
+           'papermill_output', 'keep_notebook', 'RunResult', 'read_metrics', 'check_im_size', 'implied_heads',
+           'train_labels', 'with_run_heads', 'build_task', 'has_split', 'update_summary', 'write_scores',
+           'format_scores', 'write_batch_view', 'train', 'interactive', 'device_count', 'needs_child', 'child_strategy',
+           'child_config', 'fit_subprocess', 'score', 'test', 'validate', 'predict', 'find_checkpoints',
+           'markdown_table', 'evaluate', 'cli_parser', 'mode_rows', 'main']
 
 # %% ../nbs/08_run.ipynb #c005
 VERSIONED = ('medseg', 'torch', 'torchvision', 'lightning', 'segmentation-models-pytorch', 'monai', 'timm',
@@ -129,13 +129,17 @@ def resolve_monitor(cfg:CheckpointConfig, task, validating:bool=True) -> tuple[s
     "The run's score: the first of `resolve_monitors`."
     return resolve_monitors(cfg, task, validating)[0]
 
-def build_callbacks(cfg:Config, # the whole config (`checkpoint`, `callbacks`, `trainer`, `model.unfreeze_epoch`)
-                    run:Path, # the run folder
-                    monitors:list[tuple[str, str]], # (metric, mode) pairs from `resolve_monitors`
-                    extra=(), # more Lightning callbacks from the caller (an Optuna trial's pruning callback), added last
-                   ) -> list:
-    "Checkpointing (one `ModelCheckpoint` per monitored metric, `best-<metric>-epoch=NN.ckpt`; the first also keeps `last.ckpt`), learning-rate monitoring, and the configured extras."
+def run_callbacks(cfg, # any run config with `checkpoint`, `callbacks`, `trainer` and `allow_modules` (medseg's, a tracking one)
+                  run:Path, # the run folder
+                  monitors:list[tuple[str, str]], # (metric, mode) pairs, the first the run's score
+                  own=(), # the task's own callbacks, after early stopping
+                  extra=(), # the caller's (an Optuna trial's pruning callback), last
+                  mode_of=None, # metric -> 'min' | 'max' for an early-stopping metric that is not monitored; default: losses down
+                 ) -> list:
+    "The callbacks of every run: one `ModelCheckpoint` per monitored metric (`best-<metric>-epoch=NN.ckpt`; the first also keeps `last.ckpt`), learning-rate monitoring, early stopping, `own`, progress (a bar or a line per epoch), the config's own callbacks, `extra`."
     from lightning.pytorch.callbacks import EarlyStopping, LearningRateMonitor, ModelCheckpoint
+    from medseg.plugins import user_callbacks
+    from medseg.task import progress_callbacks
     ck, cb = cfg.checkpoint, cfg.callbacks
     out = [ModelCheckpoint(dirpath=run/'checkpoints', filename=f'best-{m}-{{epoch:02d}}', monitor=m, mode=mode, save_top_k=ck.save_top_k,
                            save_last=i == 0, every_n_epochs=ck.every_n_epochs) for i, (m, mode) in enumerate(monitors)]
@@ -143,18 +147,27 @@ def build_callbacks(cfg:Config, # the whole config (`checkpoint`, `callbacks`, `
     if cb.early_stopping is not None:
         es = cb.early_stopping
         m = es.monitor or monitors[0][0]
-        out.append(EarlyStopping(monitor=m, mode=dict(monitors).get(m, 'min' if m.endswith('loss') else 'max'), patience=es.patience, min_delta=es.min_delta))
-    if cb.check_gradients:
-        from medseg.task import GradientCheck
-        out.append(GradientCheck())
-    from medseg.task import progress_callbacks
+        mode = dict(monitors).get(m) or (mode_of(m) if mode_of else 'min' if m.endswith('loss') else 'max')
+        out.append(EarlyStopping(monitor=m, mode=mode, patience=es.patience, min_delta=es.min_delta))
+    out += list(own)
     monitor, mode = monitors[0] if monitors else (None, 'max')
     out += progress_callbacks(cfg.trainer.enable_progress_bar, monitor, mode, cb.progress_bar_refresh_rate)[1]  # a bar in a terminal, else a line per epoch
+    return out + user_callbacks(cfg) + list(extra)  # the config's own (`callbacks: [...]`), then the caller's
+
+def build_callbacks(cfg:Config, # the whole config (`checkpoint`, `callbacks`, `trainer`, `model.unfreeze_epoch`)
+                    run:Path, # the run folder
+                    monitors:list[tuple[str, str]], # (metric, mode) pairs from `resolve_monitors`
+                    extra=(), # more Lightning callbacks from the caller (an Optuna trial's pruning callback), added last
+                   ) -> list:
+    "`run_callbacks` with the multi-task model's own: the gradient check (`callbacks.check_gradients`) and unfreezing the encoder (`model.unfreeze_epoch`)."
+    own = []
+    if cfg.callbacks.check_gradients:
+        from medseg.task import GradientCheck
+        own.append(GradientCheck())
     if cfg.model.unfreeze_epoch is not None:
         from medseg.models import UnfreezeEncoder
-        out.append(UnfreezeEncoder(cfg.model.unfreeze_epoch))
-    from medseg.plugins import user_callbacks
-    return out + user_callbacks(cfg) + list(extra)  # the config's own (`callbacks: [...]`), then the caller's
+        own.append(UnfreezeEncoder(cfg.model.unfreeze_epoch))
+    return run_callbacks(cfg, run, monitors, own, extra)
 
 def build_trainer(cfg:Config, run:Path, monitors:list[tuple[str, str]], callbacks=()):
     "A `lightning.Trainer` from the `trainer`, `checkpoint`, `callbacks` and `logging` sections, writing into `run`."

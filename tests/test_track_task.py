@@ -107,3 +107,19 @@ def test_papermill_track_notebook(tmp_path):
     after_imports = [c for c in executed['cells'] if c['cell_type'] == 'code' and not ''.join(c['source']).startswith('import ')]  # (importing may warn)
     text = ''.join(''.join(o.get('text', '')) for c in after_imports for o in c.get('outputs', []))
     assert 'site-packages' not in text and 'IDF1' in text and 'epoch 1/1' in text, text[-2000:]
+
+def test_medseg_command_runs_a_tracking_config(tmp_path):
+    "`medseg fit -c x.yaml` with `task: track` in the file trains a tracker, ending with the mode's table; `medseg test` scores it."
+    import yaml
+    from conftest import BIN, run
+    (tmp_path/'track.yaml').write_text(yaml.safe_dump({'task': 'track'}))
+    args = ['-c', str(tmp_path/'track.yaml'), *SMALL, f'paths.out_dir={tmp_path}', 'paths.run_name=cli', 'model.use_vis_feats=false']
+    r = run([str(BIN/'medseg'), 'fit', *args], env={'OMP_NUM_THREADS': '1'})
+    assert r.returncode == 0, r.stderr[-3000:]
+    table = r.stdout[r.stdout.index('medseg fit: done'):]
+    for row in ('run folder', 'best checkpoint', 'val_loss (best)', 'test_mota', 'wall time'): assert row in table, table
+    t = run([str(BIN/'medseg'), 'test', *args], env={'OMP_NUM_THREADS': '1'})
+    assert t.returncode == 0 and 'medseg test: done' in t.stdout and 'test_mota' in t.stdout, t.stdout[-2000:] + t.stderr[-2000:]
+    bad = run([str(BIN/'medseg'), 'fit', *args, 'tracker.windw_size=3'])
+    assert bad.returncode == 2 and "tracker.windw_size: unknown key. Did you mean 'window_size'?" in bad.stderr, bad.stderr  # as medseg's own configs say it
+    assert 'Traceback' not in bad.stderr and len(bad.stderr.strip().splitlines()) == 2, bad.stderr

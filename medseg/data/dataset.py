@@ -321,7 +321,8 @@ class MedDataset(Dataset):
             except DataError as e:
                 if self.cfg.on_bad_sample == 'raise': raise
                 self._record(i, e); return 0
-        with ThreadPoolExecutor(max(1, threads)) as ex: return sum(ex.map(one, range(len(self))))
+        from medseg.console import progress
+        with ThreadPoolExecutor(max(1, threads)) as ex: return sum(progress(ex.map(one, range(len(self))), 'filling the cache', total=len(self)))
 
 # %% ../../nbs/03c_data.dataset.ipynb #c043
 SKIP_FILE = 'skipped_samples.csv'

@@ -15,13 +15,13 @@ import torch
 import lightning as L
 from torch.utils.data import DataLoader
 
-from ..console import quietly, use_progress_bar
+from ..console import end_table, quietly, use_progress_bar
 from ..config import atomic_write, config_to_dict, resolve_path, save_config, seed_everything
 from ..core import ConfigError, instantiate
 from ..io import DataError
 from ..run import (RunResult, _merge_metrics, _set_aside_metrics, checkpoint_file, format_scores, load_checkpoint,
-                        package_versions, read_metrics, update_summary, write_scores)
-from ..task import OptimMixin, ProgressBar, progress_callbacks
+                        package_versions, read_metrics, run_callbacks, update_summary, write_scores)
+from ..task import OptimMixin, ProgressBar
 from .config import TrackConfig, TrackerConfig, TrackMetricsConfig, load_track_config, metric_mode
 from .data import (ClipDataset, CropCache, Frame, clip_batch, collate_clips, crop_instances, frame_image, read_sleap,
                                read_track_data, split_frames, track_sources, _ctc_labels, _numbered)
@@ -256,18 +256,10 @@ def track_monitors(cfg:TrackConfig, validating:bool=True) -> list[tuple[str, str
     return [(m, cfg.checkpoint.mode or metric_mode(m)) for m in ms]
 
 def build_track_trainer(cfg:TrackConfig, run:Path, monitors:list, validating:bool=True):
-    "A `lightning.Trainer` writing into `run`: a `ModelCheckpoint` per monitor (the first keeps `last.ckpt`), early stopping, extra callbacks, loggers."
-    from lightning.pytorch.callbacks import EarlyStopping, LearningRateMonitor, ModelCheckpoint
+    "A `lightning.Trainer` writing into `run`, with `medseg.run.run_callbacks` (checkpoints per monitor, early stopping, progress, the config's own callbacks) and the loggers."
     from medseg.loggers import build_loggers
-    ck, cb = cfg.checkpoint, cfg.callbacks
-    cbs = [ModelCheckpoint(dirpath=run/'checkpoints', filename=f'best-{m}-{{epoch:02d}}', monitor=m, mode=mode, save_top_k=ck.save_top_k,
-                           save_last=i == 0, every_n_epochs=ck.every_n_epochs) for i, (m, mode) in enumerate(monitors)]
-    cbs.append(LearningRateMonitor(logging_interval='epoch'))
-    if cb.early_stopping is not None:
-        m = cb.early_stopping.monitor or monitors[0][0]
-        cbs.append(EarlyStopping(monitor=m, mode=metric_mode(m), patience=cb.early_stopping.patience, min_delta=cb.early_stopping.min_delta))
-    bar, shown = progress_callbacks(cfg.trainer.enable_progress_bar, *monitors[0], cb.progress_bar_refresh_rate)  # a bar in a terminal, else a line per epoch
-    cbs += shown + [instantiate(t, extra_allowed=tuple(cfg.allow_modules)) for t in cb.extra]
+    cbs = run_callbacks(cfg, run, monitors, mode_of=metric_mode)  # the same callbacks as any medseg run (the config's own checked to be Callbacks)
+    bar = any(isinstance(c, ProgressBar) for c in cbs)
     kw = {**cfg.trainer.trainer_kwargs(), 'enable_progress_bar': bar, **({} if validating else {'limit_val_batches': 0})}
     return L.Trainer(**kw, default_root_dir=run, logger=build_loggers(cfg.logging, run), callbacks=cbs, enable_model_summary=False)
 
@@ -434,9 +426,16 @@ def track_main(mode:str, # fit, test or predict
     try:
         if mode not in TRACK_MODES: raise ConfigError(f"medseg {mode}: tracking runs have the modes {', '.join(TRACK_MODES)}")
         cfg = load_track_config(config, overrides)
+        t0 = time.time()
         if mode == 'fit':
-            r = fit_track(cfg, ckpt_path); print(f"run folder: {r.run_dir}\nbest {r.monitor}: {r.best_score}")
-        else: {'test': test_track, 'predict': predict_track}[mode](cfg, ckpt_path)
+            r = fit_track(cfg, ckpt_path)
+            test = json.loads((r.run_dir/'summary.json').read_text()).get('test', {}) if (r.run_dir/'summary.json').exists() else {}
+            rows = {'run folder': r.run_dir, 'best checkpoint': r.best_ckpt.name if r.best_ckpt else None, f'{r.monitor} (best)': r.best_score,
+                    **{k: test[k] for k in ('test_mota', 'test_idf1', 'test_num_switches') if k in test}}
+        else:
+            out = {'test': test_track, 'predict': predict_track}[mode](cfg, ckpt_path)
+            rows = {k: v for k, v in (out or {}).items() if k in ('test_mota', 'test_idf1', 'test_num_switches')} if mode == 'test' else {}
+        print(end_table(mode, time.time() - t0, rows))
     except (ConfigError, DataError) as e:
         print(f"medseg: {e}", file=sys.stderr); return 2
     return 0
