@@ -302,12 +302,8 @@ def pruning_callback(trial, monitor:str) -> Callback:
 # %% ../nbs/14_tune.ipynb #t35
 def train_with_callbacks(cfg:Config, callbacks=()):
     "`medseg.run.train(cfg)` with extra Lightning callbacks (after medseg's own)."
-    from medseg import run
-    if 'callbacks' in inspect.signature(run.train).parameters: return run.train(cfg, callbacks=list(callbacks))
-    build = run.build_callbacks
-    run.build_callbacks = lambda *a, **kw: build(*a, **kw) + list(callbacks)
-    try: return run.train(cfg)
-    finally: run.build_callbacks = build
+    from medseg.run import train
+    return train(cfg, callbacks=list(callbacks))
 
 def run_value(result, # a `medseg.run.RunResult`
               metric:str, direction:str) -> float:

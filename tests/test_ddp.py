@@ -12,9 +12,6 @@ import medseg.run
 
 pytestmark = pytest.mark.slow
 
-needs_fix = pytest.mark.skipif(not hasattr(medseg.run, 'is_rank_zero'),
-                               reason='needs the DDP run-folder fix in nbs/08_run.ipynb (issue 11): ranks 1..n-1 write a second run folder')
-
 PROBE = '''
 "A callback that records what one DDP rank sees, and a small network without batch norm."
 import json
@@ -96,7 +93,6 @@ def test_metrics_synchronised(runs):
     assert r0['test'] == r1['test'] and 'test_loss' in r0['test']
 
 
-@needs_fix
 def test_one_run_folder_written_by_rank_zero(runs):
     tmp, ddp, _ = runs
     folders = list((tmp/'runs_ddp').iterdir())
@@ -136,7 +132,6 @@ def test_matches_single_process(runs):
         assert r0['test'][k] == pytest.approx(one['test'][k], rel=1e-5, abs=1e-5), k
 
 
-@needs_fix
 def test_torchrun_recipe(tmp_path):
     "The docs' torchrun recipe on one machine: torchrun starts both ranks (RANK, WORLD_SIZE); Lightning uses them, rank 0 writes the one run folder."
     r = run([str(BIN/'torchrun'), '--standalone', '--nproc-per-node', '2', '-m', 'medseg', 'fit', *DDP, *TINY, 'trainer.enable_progress_bar=false',
@@ -177,12 +172,6 @@ def test_notebook_launches_ddp_in_a_child(tmp_path):
     assert len(pd.read_csv(run_dir/'metrics.csv').dropna(subset=['val_loss'])) == 2  # the training curves are kept
 
 
-def _train_delegates():
-    import inspect
-    return 'fit_subprocess' in inspect.getsource(medseg.run.train)
-
-
-@pytest.mark.skipif(not _train_delegates(), reason='needs nbs/08_run.ipynb: train() hands DDP in a kernel to medseg.sweep.fit_subprocess (issue 11)')
 def test_train_notebook_ddp_notebook(tmp_path):
     "papermill runs train.ipynb with `trainer.strategy=ddp_notebook`: train() runs it as DDP in a child `medseg fit`; the run folder is complete."
     overrides = ['trainer.strategy=ddp_notebook', 'trainer.devices=2', 'trainer.accelerator=cpu', 'data.n_images=24', 'data.im_size=32',

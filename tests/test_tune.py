@@ -35,12 +35,6 @@ def load(folder, name):
 
 def states(study): return [t.state.name for t in study.get_trials(deepcopy=False)]
 
-def wired(what) -> bool:
-    "Whether the `medseg` command has `tune` and `fit --best-of` yet: the wiring lines of nbs/08_run.ipynb."
-    import inspect, medseg.__main__
-    from medseg.run import TOOLS, cli_parser
-    if what == 'tune': return 'tune' in TOOLS and "'tune'" in inspect.getsource(medseg.__main__.main)
-    return hasattr(cli_parser().parse_known_args(['fit', '--best-of', 'x'])[0], 'best_of')
 
 def test_killed_after_third_trial_then_resumed(tmp_path):
     "The acceptance test: 6 trials with pruning, SIGKILL after the third finished, run again: 6 finished trials, best_params.yaml."
@@ -148,7 +142,6 @@ def _made_up_study(tmp_path):
 
 def test_fit_best_of(tmp_path, capsys):
     "`medseg fit --best-of STUDY` trains with the study's best values; the command line's own overrides still win. Needs the wiring in nbs/08_run.ipynb."
-    if not wired('best-of'): pytest.skip('medseg fit has no --best-of yet (wiring lines for nbs/08_run.ipynb)')
     from medseg.run import main
     folder = _made_up_study(tmp_path)
     assert best_overrides(folder) == ['optimizer.params.lr=0.002', 'model.arch=FPN']
@@ -162,7 +155,6 @@ def test_fit_best_of(tmp_path, capsys):
 
 def test_medseg_tune_command(tmp_path):
     "`medseg tune` is a command of `medseg`: a bad search space is one line and exit 2. Needs the wiring in nbs/08_run.ipynb."
-    if not wired('tune'): pytest.skip('medseg has no tune command yet (wiring lines for nbs/08_run.ipynb)')
     cfg = study_config(tmp_path, 'cmd')
     r = run([sys.executable, '-m', 'medseg', 'tune', '-c', str(cfg), 'optuna.search_spaces={optimizer.params.lrr: [0.1]}'], env=ENV)
     assert r.returncode == 2 and r.stderr.startswith("medseg tune: optuna.search_spaces.optimizer.params.lrr: "), r.stderr[-2000:]
