@@ -47,6 +47,7 @@ HARMLESS = {  # regex at the start of the message: why medseg silences it
     r"The '(train|val|test|predict)_dataloader' does not have many workers": '`data.num_workers` is the config\'s choice (0 on the built-in CPU job)',
     r'You are using a CUDA device .* that has Tensor Cores': 'medseg sets matmul precision from `trainer.precision`',
     r'Checkpoint directory .* exists and is not empty': 'a resumed run writes into its own checkpoints folder',
+    r'IProgress not found': "tqdm.auto (imported through timm's huggingface_hub) asks a kernel for ipywidgets; medseg draws no widget bars",
 }
 LOGGERS = ('lightning.pytorch.utilities.rank_zero', 'lightning.fabric.utilities.rank_zero', 'lightning.pytorch.accelerators.cuda',
            'lightning_utilities.core.rank_zero')  # where Lightning's info lines go

@@ -730,9 +730,8 @@ def main(argv=None) -> int:
     t0 = time.time()
     try:
         cfg = load_config(a.config, a.overrides)
-        if getattr(a, 'best_of', None):
-            from medseg.tune import best_overrides
-            cfg = load_config(a.config, [*best_overrides(a.best_of, cfg.paths.out_dir), *a.overrides])
+        if getattr(a, 'best_of', None):  # medseg.tune imports this module: the `medseg` command reads the study
+            raise ConfigError("--best-of: run it through the medseg command (medseg.__main__.main), which reads the study")
         fn = {'fit': train, 'validate': validate, 'test': test, 'predict': predict, 'evaluate': evaluate}[a.mode]
         result = fn(cfg, a.ckpt_path)
         if is_rank_zero(): print(end_table(a.mode, time.time() - t0, mode_rows(a.mode, cfg, result, a.ckpt_path)))

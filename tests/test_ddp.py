@@ -158,7 +158,7 @@ def test_notebook_launches_ddp_in_a_child(tmp_path):
     nb = nbformat.v4.new_notebook(metadata={'kernelspec': {'name': 'python3', 'display_name': 'Python 3', 'language': 'python'}})
     par = nbformat.v4.new_code_cell("overrides = []"); par.metadata['tags'] = ['parameters']
     nb.cells = [par, nbformat.v4.new_code_cell(
-        "from medseg.config import load_config\nfrom medseg.sweep import fit_subprocess\n"
+        "from medseg.config import load_config\nfrom medseg.run import fit_subprocess\n"
         "result = fit_subprocess(load_config(None, overrides))\nprint('best', result.monitor, result.best_score, 'in', result.run_dir)")]
     nbformat.write(nb, tmp_path/'ddp.ipynb')
     r = papermill(tmp_path/'ddp.ipynb', tmp_path/'out.ipynb',

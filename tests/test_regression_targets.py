@@ -73,7 +73,7 @@ README_HEADS = ('heads=[{name: mask, kind: seg}, {name: tags, kind: cls, classes
 
 @pytest.mark.slow
 def test_readme_multitask_example_learns_age_in_six_epochs(tmp_path):
-    "The README's example, unchanged (6 epochs): the age head reads pooled decoder features and ends with R2 >= 0.5 (measured 0.53-0.70 over seeds 0, 1, 2, 42)."
+    "The README's example, unchanged (6 epochs): the age head reads pooled decoder features; R2 measured 0.53-0.70 over seeds 0, 1, 2, 42, checked >= 0.45."
     r = train(load_config(overrides=[f'data.data_dir={tmp_path}/data', f'paths.out_dir={tmp_path}/runs', 'paths.run_name=readme',
                                      'checkpoint.monitor=val_tags_f1', 'trainer.test_after_fit=false', README_HEADS]))
     last = r.metrics.dropna(subset=['val_age_r2']).iloc[-1]

@@ -141,8 +141,8 @@ def _made_up_study(tmp_path):
     return folder
 
 def test_fit_best_of(tmp_path, capsys):
-    "`medseg fit --best-of STUDY` trains with the study's best values; the command line's own overrides still win. Needs the wiring in nbs/08_run.ipynb."
-    from medseg.run import main
+    "`medseg fit --best-of STUDY` trains with the study's best values; the command line's own overrides still win."
+    from medseg.__main__ import main
     folder = _made_up_study(tmp_path)
     assert best_overrides(folder) == ['optimizer.params.lr=0.002', 'model.arch=FPN']
     cfg = study_config(tmp_path, 'fit')
@@ -154,7 +154,7 @@ def test_fit_best_of(tmp_path, capsys):
     assert "--best-of: no study 'nosuch'" in capsys.readouterr().err
 
 def test_medseg_tune_command(tmp_path):
-    "`medseg tune` is a command of `medseg`: a bad search space is one line and exit 2. Needs the wiring in nbs/08_run.ipynb."
+    "`medseg tune` is a command of `medseg`: a bad search space is one line and exit 2."
     cfg = study_config(tmp_path, 'cmd')
     r = run([sys.executable, '-m', 'medseg', 'tune', '-c', str(cfg), 'optuna.search_spaces={optimizer.params.lrr: [0.1]}'], env=ENV)
     assert r.returncode == 2 and r.stderr.startswith("medseg tune: optuna.search_spaces.optimizer.params.lrr: "), r.stderr[-2000:]
