@@ -5,6 +5,11 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.medseg-installed
 NB_WORKERS ?= 2
+# Tests write their data and runs under a scratch folder that is removed when they end, pass or fail:
+# nbdev_test's worker processes exit without running finalizers, so a notebook's TemporaryDirectory
+# would otherwise stay behind (hundreds of MB a run), and pytest keeps its last three base folders.
+SCRATCH := $(CURDIR)/.scratch
+scratch = rm -rf $(SCRATCH)/$(1) && mkdir -p $(SCRATCH)/$(1) && TMPDIR=$(SCRATCH)/$(1) $(2); rc=$$?; rm -rf $(SCRATCH)/$(1); exit $$rc
 
 .PHONY: install train outputs test test-fast sync-check params-check nbtest nbtest-fast pytest pytest-fast docs-check docs bench clean
 
@@ -31,16 +36,16 @@ params-check:  ## each papermill notebook has exactly one `parameters` cell
 	$(BIN)/python .ci/check_params.py nbs/train.ipynb nbs/track.ipynb
 
 nbtest:  ## run the notebooks as tests, `slow` cells included (`cuda` cells run only where a GPU is: nbdev_test --flags "slow cuda")
-	$(BIN)/nbdev_test --n_workers $(NB_WORKERS) --flags slow
+	@$(call scratch,nbtest,$(BIN)/nbdev_test --n_workers $(NB_WORKERS) --flags slow)
 
 nbtest-fast:  ## the notebooks without their slow cells
-	$(BIN)/nbdev_test --n_workers $(NB_WORKERS)
+	@$(call scratch,nbtest-fast,$(BIN)/nbdev_test --n_workers $(NB_WORKERS))
 
 pytest:  ## integration and fault-injection tests
-	$(BIN)/python -m pytest -q tests
+	@$(call scratch,pytest,$(BIN)/python -m pytest -q tests --basetemp=$(SCRATCH)/pytest/base)
 
 pytest-fast:  ## pytest without the slow sweeps and the real-data tests
-	$(BIN)/python -m pytest -q tests -m "not slow and not realdata"
+	@$(call scratch,pytest-fast,$(BIN)/python -m pytest -q tests -m "not slow and not realdata" --basetemp=$(SCRATCH)/pytest-fast/base)
 
 docs-check:  ## example cells keep their outputs; nbdev's docs processing + an offline HTML render of every page
 	$(BIN)/python .ci/check_outputs.py
@@ -59,4 +64,4 @@ bench: $(STAMP)  ## benchmarks (see bench/README.md)
 	@for f in bench/*.py; do echo "== $$f"; $(BIN)/python $$f || exit 1; done
 
 clean:
-	rm -rf _proc _docs runs data
+	rm -rf _proc _docs runs data .scratch
