@@ -16,8 +16,8 @@ from ..core import ConfigError, Section, did_you_mean
 # %% auto #0
 __all__ = ['SPLITS', 'Split', 'AugList', 'MOT_METRICS', 'TRACK_METRICS', 'PREDICT_OUTPUTS', 'TrackDataConfig', 'PosEmbConfig',
            'TempEmbConfig', 'EmbeddingConfig', 'EncoderConfig', 'GTRConfig', 'AssociationLossConfig', 'TrackerConfig',
-           'PersistentTracking', 'TrackMetricsConfig', 'metric_mode', 'TrackPredictConfig', 'TrackConfig',
-           'validate_track_config', 'load_track_config', 'is_track_config']
+           'PersistentTracking', 'TrackMetricsConfig', 'metric_mode', 'TrackPredictConfig', 'ViewClipConfig',
+           'TrackConfig', 'validate_track_config', 'load_track_config', 'is_track_config']
 
 # %% ../../nbs/13a_track.config.ipynb #k06
 SPLITS = ('train', 'val', 'test', 'predict')
@@ -239,6 +239,12 @@ class TrackPredictConfig(Section):
     max_animation_frames: int = Field(200, ge=1, description='the animation shows at most this many frames (from the first) of each video')
     fps: float = Field(10, gt=0, description='frames per second of the animation')
 
+class ViewClipConfig(Section):
+    "Draw a training clip, as the model gets it, before training (the source system's `view_batch`)."
+    enable: bool = Field(False, description="write the first training clip (augmented, dropped out) to the run folder's `plots/batch.png`")
+    num_frames: int = Field(5, ge=1, description='frames of the clip drawn, one row each')
+    no_train: bool = Field(False, description='stop after drawing: check the data and augmentations without training')
+
 # %% ../../nbs/13a_track.config.ipynb #k27
 def _stage_metrics(m:TrackMetricsConfig, stage:str) -> list:
     return [f'{stage}_loss'] + ([f'{stage}_asso_acc'] if stage != 'train' else []) + [f'{stage}_{n}' for n in getattr(m, stage)]
@@ -259,6 +265,7 @@ class TrackConfig(Section):
     callbacks: CallbacksConfig = Field(CallbacksConfig(), description='early stopping and extra Lightning callbacks')
     metrics: TrackMetricsConfig = Field(TrackMetricsConfig(), description='MOT metrics logged per stage and how the split is tracked')
     predict: TrackPredictConfig = Field(TrackPredictConfig(), description='what `predict` tracks and writes')
+    view_batch: ViewClipConfig = Field(ViewClipConfig(), description='draw a training clip before training (`enable`, `num_frames`, `no_train`)')
     logging: LoggingConfig = Field(LoggingConfig(), description='experiment loggers')
     paths: PathsConfig = Field(PathsConfig(), description='where runs go')
 

@@ -22,7 +22,7 @@ from .data import Frame, Instance
 __all__ = ['MOT_COLUMNS', 'POINT_COLUMNS', 'iou_distance', 'numpy2_asfarray', 'euclidean_distance', 'read_mot', 'read_points_csv',
            'mot_accumulate', 'majority_table', 'mot_summary', 'frames_accumulate', 'frames_metrics', 'track_eval',
            'format_mot_summary', 'write_tracks_csv', 'write_slp', 'write_ctc_result', 'track_colour',
-           'plot_trajectories', 'overlay_frames', 'write_overlay_animation']
+           'plot_trajectories', 'overlay_frames', 'write_overlay_animation', 'view_clip']
 
 # %% ../../nbs/13_track.metrics.ipynb #c005
 def iou_distance(objs, # N x 4 true boxes `x, y, width, height`
@@ -200,10 +200,11 @@ def _positions(insts:list, kind:str, node) -> np.ndarray:
     return np.concatenate([b[:, :2], b[:, 2:] - b[:, :2]], 1)  # x1, y1, x2, y2 -> x, y, w, h
 
 def _ids(insts:list, attr:str, f:Frame) -> np.ndarray:
-    ids = np.array([getattr(i, attr) for i in insts], np.int64)
-    u, n = np.unique(ids, return_counts=True)
-    if (n > 1).any(): raise DataError(f"video {f.video_id!r} frame {f.frame_idx}: {attr} {u[n > 1][0]} is given to {n.max()} instances")
-    return ids
+    ids = [getattr(i, attr) for i in insts]
+    if len(set(ids)) < len(ids):  # the check runs per frame: a set is ten times faster than np.unique here
+        u, n = np.unique(ids, return_counts=True)
+        raise DataError(f"video {f.video_id!r} frame {f.frame_idx}: {attr} {u[n > 1][0]} is given to {n.max()} instances")
+    return np.array(ids, np.int64)
 
 def frames_accumulate(frames:Sequence[Frame], # tracked frames (`pred_id` set), of one or several videos
                       kind:Literal['points', 'boxes']='points', # pair anchors by distance, or boxes by IoU
@@ -223,10 +224,11 @@ def frames_accumulate(frames:Sequence[Frame], # tracked frames (`pred_id` set), 
         acc = accs[v] = _mm().MOTAccumulator()
         for k in sorted(k for k in keys if k[0] == v):
             fg, fh = truth.get(k), hyp.get(k)
-            gi = [i for i in (fg.instances if fg else []) if i.gt_id >= 0]
-            hi = [i for i in (fh.instances if fh else []) if i.pred_id >= 0]
+            gk = [j for j, i in enumerate(fg.instances if fg else []) if i.gt_id >= 0]
+            hk = [j for j, i in enumerate(fh.instances if fh else []) if i.pred_id >= 0]
+            gi, hi = [fg.instances[j] for j in gk], [fh.instances[j] for j in hk]
             oids, hids = _ids(gi, 'gt_id', fg) if gi else [], _ids(hi, 'pred_id', fh) if hi else []
-            if same: d = np.array([[0. if a is b else np.nan for b in hi] for a in gi]).reshape(len(gi), len(hi))
+            if same: d = np.where(np.equal.outer(gk, hk), 0., np.nan).reshape(len(gk), len(hk))  # one frame: an instance pairs with itself
             else: d = dist(_positions(gi, kind, node), _positions(hi, kind, node))
             acc.update(oids, hids, d, frameid=k[1])
     return accs
@@ -518,3 +520,42 @@ def write_overlay_animation(frames:Sequence[Frame], # tracked frames of one vide
         os.replace(tmp, path)
     finally: tmp.unlink(missing_ok=True)
     return path
+
+# %% ../../nbs/13_track.metrics.ipynb #c058b
+def _crop_image(c:np.ndarray) -> np.ndarray:
+    "A C x s x s crop as something `imshow` draws: gray for one channel, RGB for three, else the first channel."
+    c = np.asarray(c, np.float32)
+    return c[0] if c.shape[0] != 3 else np.moveaxis(c, 0, -1).clip(0, 1)
+
+def view_clip(frames:Sequence[Frame], # the clip's frames with images, in time order (`ClipDataset.clip`)
+              batch:Optional[dict]=None, # the clip batch of these frames (`clip_batch`); None: the frames only
+              num_frames:int=5, # rows: the first frames of the clip
+              max_instances:int=6, # crops drawn per frame
+              node:Optional[str]=None, # the anchor drawn (default: the centroid)
+              dpi:int=72,
+             ):
+    "Frames of a clip with anchors and boxes coloured by true id, and each instance's crop; returns the figure."
+    import matplotlib.pyplot as plt
+    frames = list(frames)[:num_frames]
+    if not frames: raise ValueError("view_clip: the clip has no frames")
+    n_crops = 0 if batch is None or batch.get('crops') is None else min(max_instances, max(len(f) for f in frames))
+    fig, axes = plt.subplots(len(frames), 1 + n_crops, figsize=(1.3 * (2 + n_crops), 1.4 * len(frames)), dpi=dpi, squeeze=False,
+                             gridspec_kw=dict(width_ratios=[2] + [1] * n_crops))
+    times = batch['times'].numpy() if batch is not None else None
+    for t, (f, row) in enumerate(zip(frames, axes)):
+        if f.image is None: raise DataError(f"video {f.video_id!r} frame {f.frame_idx}: no image (read it with `frame_image` first)")
+        row[0].imshow(_rgb8(f.image)); row[0].set_ylabel(f't={f.frame_idx}', fontsize=7)
+        for i in f.instances:
+            c = track_colour(i.gt_id) if i.gt_id >= 0 else (1, 1, 1)
+            x, y = i.anchor(node)
+            if np.isfinite(i.box).all():
+                x1, y1, x2, y2 = i.box; row[0].add_patch(plt.Rectangle((x1, y1), x2 - x1, y2 - y1, fill=False, color=c, lw=0.8))
+            if np.isfinite([x, y]).all(): row[0].plot(x, y, 'o', color=c, ms=3)
+        if n_crops:
+            crops, ids = batch['crops'].numpy()[times == t], batch['ids'].numpy()[times == t]
+            for k, ax in enumerate(row[1:]):
+                if k < len(crops):
+                    ax.imshow(_crop_image(crops[k]), cmap='gray'); ax.set_title(f'id {ids[k]}', fontsize=7, color=track_colour(ids[k]) if ids[k] >= 0 else 'k')
+        for ax in row: ax.set_xticks([]); ax.set_yticks([])
+    fig.tight_layout(pad=0.3)
+    return fig

@@ -20,21 +20,21 @@ from ..config import atomic_write, config_to_dict, resolve_path, save_config, se
 from ..core import ConfigError, instantiate
 from ..io import DataError
 from ..run import (RunResult, _merge_metrics, _set_aside_metrics, checkpoint_file, format_scores, load_checkpoint,
-                        package_versions, read_metrics, run_callbacks, update_summary, write_scores)
+                        is_rank_zero, package_versions, read_metrics, run_callbacks, update_summary, write_scores)
 from ..task import OptimMixin, ProgressBar
 from .config import TrackConfig, TrackerConfig, TrackMetricsConfig, load_track_config, metric_mode
 from .data import (ClipDataset, CropCache, Frame, clip_batch, collate_clips, crop_instances, frame_image, read_sleap,
                                read_track_data, split_frames, track_sources, _ctc_labels, _numbered)
-from .metrics import (format_mot_summary, frames_metrics, plot_trajectories, write_ctc_result, write_overlay_animation,
-                                  write_slp, write_tracks_csv)
+from .metrics import (format_mot_summary, frames_metrics, plot_trajectories, view_clip, write_ctc_result,
+                                  write_overlay_animation, write_slp, write_tracks_csv)
 from .model import AssociationLoss, GlobalTrackingTransformer, association_accuracy
 from .tracker import Tracker, plot_paths
 
 # %% auto #0
 __all__ = ['TRACK_MODES', 'model_scorer', 'by_video', 'track_frames', 'score_frames', 'TrackDataModule', 'with_data_channels',
            'tracker_section', 'TrackTask', 'track_run_dir', 'prepare_track_run', 'track_monitors',
-           'build_track_trainer', 'write_track_plots', 'fit_track', 'track_checkpoint_for', 'load_track_task',
-           'test_track', 'predict_frames', 'predict_track', 'track_main']
+           'build_track_trainer', 'write_track_plots', 'write_clip_view', 'fit_track', 'track_checkpoint_for',
+           'load_track_task', 'test_track', 'predict_frames', 'predict_track', 'track_main']
 
 # %% ../../nbs/13b_track.task.ipynb #b10
 def model_scorer(model:GlobalTrackingTransformer, # a (trained) GTR
@@ -293,6 +293,19 @@ def write_track_plots(frames:Sequence[Frame], # tracked frames
             out.append(write_overlay_animation(shown, imgs, folder/f'{tag}tracks.{animation}', fps=fps, node=node))
     return out
 
+def write_clip_view(run:Path, # the run folder
+                    dm:TrackDataModule, # the run's data
+                    num_frames:int=5, # rows of the figure
+                    node:Optional[str]=None, # the anchor drawn
+                   ) -> Path:
+    "`plots/batch.png`: the first training clip as the model will get it (augmented, dropped out), before training."
+    import io as _io, matplotlib.pyplot as plt
+    ds = dm.dataset('train'); c = ds.cfg
+    frames = ds.clip(0)
+    fig = view_clip(frames, clip_batch(frames, c.crop_size, c.anchor, c.padding), num_frames=num_frames, node=node)
+    buf = _io.BytesIO(); fig.savefig(buf, dpi=100); plt.close(fig)
+    return atomic_write(Path(run)/'plots'/'batch.png', buf.getvalue())
+
 @quietly
 def fit_track(cfg:TrackConfig, # the whole tracking config
               ckpt_path=None, # resume from this checkpoint; default: the run folder's `last.ckpt`
@@ -308,6 +321,10 @@ def fit_track(cfg:TrackConfig, # the whole tracking config
     resume = checkpoint_file(ckpt_path, '--ckpt_path') if ckpt_path else None
     run, last = prepare_track_run(cfg)
     resume = resume or last
+    if cfg.view_batch.enable and is_rank_zero(): write_clip_view(run, dm, cfg.view_batch.num_frames, cfg.data.anchor)
+    if cfg.view_batch.no_train:  # look at the data, train nothing
+        print(f"view_batch.no_train: {run/'plots'/'batch.png'} written, no training")
+        return RunResult(run, None, None, pd.DataFrame(), monitors[0][0], task, dm)
     trainer = build_track_trainer(cfg, run, monitors, validating)
     if resume: _set_aside_metrics(run)
     t0 = time.time()
