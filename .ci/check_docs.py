@@ -1,5 +1,6 @@
 """What can be proved about the docs without quarto: nbdev's docs processing succeeds for every notebook,
-and every processed page renders to HTML (nbconvert, offline).
+every processed page renders to HTML (nbconvert, offline), and every tutorial page (`nbs/9*_tutorial_*`)
+and the landing page hold their figures in that HTML.
 
 The processing is `nbdev_proc_nbs` minus its first step: where quarto is missing, that command tries to
 download quarto and then runs `pip install -e .[dev]` with whatever `pip` is on PATH. We call the same
@@ -23,6 +24,7 @@ def main():
     src = sorted(p.name for p in Path('nbs').glob('*.ipynb') if not p.name.startswith(('_', '.')))
     missing = set(src) - {p.name for p in pages}
     if missing: sys.exit(f"docs-check: nbdev_proc_nbs produced no page for {sorted(missing)}")
+    figures = 0
     with tempfile.TemporaryDirectory() as out:
         for p in pages:
             nb = json.loads(p.read_text())
@@ -34,6 +36,12 @@ def main():
             html = Path(out)/(p.stem + '.html')
             if r.returncode or not html.exists() or html.stat().st_size < 1000:
                 sys.exit(f"docs-check: {p.name} failed to render:\n{r.stderr[-2000:]}")
-    print(f"docs-check: {len(pages)} pages processed and rendered to HTML")
+            if p.name == 'index.ipynb' or (p.name[:1] == '9' and '_tutorial_' in p.name):
+                figs = sum('image/png' in o.get('data', {}) for c in nb['cells'] for o in c.get('outputs', []))
+                shown = html.read_text().count('src="data:image/png;base64,')
+                if not figs or shown < figs:
+                    sys.exit(f"docs-check: {p.name}: the page shows {shown} of its {figs} figures (a tutorial page needs at least one)")
+                figures += shown
+    print(f"docs-check: {len(pages)} pages processed and rendered to HTML; the landing and tutorial pages show {figures} figures")
 
 if __name__ == '__main__': main()  # proc_nbs starts worker processes

@@ -6,20 +6,27 @@
 from __future__ import annotations
 import re
 from functools import partial
+from pathlib import Path
 from typing import Optional, Sequence
 
+import numpy as np
+import pandas as pd
 import torch
 from torchmetrics import Metric, MetricCollection
 from torchmetrics.regression import R2Score as _R2Score
 from torchmetrics.wrappers.abstract import WrapperMetric
 
-from .config import ConfigError, HeadConfig, check_plugin, did_you_mean
+from .config import ConfigError, HeadConfig, atomic_write, check_plugin, did_you_mean
 from .heads import target_form, unknown_class
+from .io import DataError, file_stem
 from .losses import binary_target, known_rows
 
 # %% auto #0
-__all__ = ['binarize', 'Transformed', 'prepare', 'R2Score', 'flatten_zones', 'select_zone', 'zone_scores', 'severity',
-           'zone_severity', 'head_own_metrics', 'HeadMetrics', 'head_metrics', 'head_confusion_matrix']
+__all__ = ['CSI_CLASSES', 'CSI_ZONE_COLUMNS', 'binarize', 'Transformed', 'prepare', 'R2Score', 'flatten_zones', 'select_zone',
+           'csi_average', 'zone_scores', 'severity', 'zone_severity', 'head_own_metrics', 'HeadMetrics', 'head_metrics',
+           'head_confusion_matrix', 'zone_classes', 'zone_report', 'zone_confusion', 'zone_confusion_table',
+           'zones_from_table', 'read_csi_truth', 'csi_averages', 'csi_average_scores', 'csi_average_metrics',
+           'write_zone_tables']
 
 # %% ../nbs/06_metrics.ipynb #c005
 def binarize(logits:torch.Tensor, threshold:float=0.5) -> torch.Tensor:
@@ -122,21 +129,27 @@ def select_zone(probs, target, zone:int):
     "One zone: (B x C, B)."
     return probs[:, zone], target[:, zone]
 
+def csi_average(classes:torch.Tensor, # N x Z class indices (-1: no label)
+                unknown:int, # index of the unknown class
+                dtype=torch.float32, # of the result (float64 for tables, so 11/5 stays 2.2)
+               ) -> torch.Tensor:
+    "Mean zone score per image over its graded zones (unknown and unlabelled ones left out, no rounding); NaN without a graded zone."
+    c = classes.long()
+    graded = (c >= 0) & (c != unknown)
+    score = (c - (c > unknown).long()).to(dtype) * graded  # a class's score: its rank among the graded classes
+    n = graded.sum(1)
+    return torch.where(n > 0, score.sum(1) / n.clamp_min(1), torch.full_like(score[:, 0], float('nan')))
+
 def zone_scores(probs, target, unknown:int):
     "(predicted, true) mean zone score per image, over the images with a graded zone on both sides."
-    pred, ann = probs.argmax(-1), target >= 0
-    def mean_score(c, graded):
-        s = (c - (c > unknown).long()).float() * graded  # the score of class c: its rank among graded classes
-        return s.sum(1) / graded.sum(1).clamp_min(1), graded.any(1)
-    mp, kp = mean_score(pred, ann & (pred != unknown))
-    mt, kt = mean_score(target, ann & (target != unknown))
-    keep = kp & kt
+    mp, mt = csi_average(probs.argmax(-1), unknown), csi_average(target, unknown)
+    keep = ~mp.isnan() & ~mt.isnan()
     return mp[keep], mt[keep]
 
 def severity(score:torch.Tensor, thresholds:Sequence[float]=(1.3, 2.2)) -> torch.Tensor:
-    "Severity class of mean zone scores: 0 below `t0`, 1 from `t0` to `t1`, 2 above `t1`."
+    "Severity class of mean zone scores: 0 up to `t0`, 1 up to `t1`, 2 above `t1`; -1 for NaN (no graded zone)."
     t0, t1 = thresholds
-    return (score >= t0).long() + (score > t1).long()
+    return torch.where(score.isnan(), -1, (score > t0).long() + (score > t1).long())
 
 def zone_severity(probs, target, unknown:int, thresholds=(1.3, 2.2)):
     "(predicted, true) severity class per image."
@@ -246,3 +259,252 @@ def head_confusion_matrix(head:HeadConfig, prefix:str='val_', threshold:float=0.
     elif K == 1: cm = C.BinaryConfusionMatrix(threshold=threshold, **kw)
     else: cm = C.MultilabelConfusionMatrix(K, threshold=threshold, **kw)
     return HeadMetrics({'confmat': cm}, head, prefix, threshold)
+
+# %% ../nbs/06_metrics.ipynb #csi02
+def zone_classes(scores:torch.Tensor) -> torch.Tensor:
+    "Predicted class per zone: the argmax of `N x Z x C` scores, or `N x Z` class indices as they are."
+    scores = torch.as_tensor(scores)
+    return scores.argmax(-1) if scores.ndim == 3 else scores.long()
+
+def _zone_names(Z:int, names=None) -> list:
+    names = [f'zone{z}' for z in range(Z)] if names is None else [str(n) for n in names]
+    if len(names) != Z: raise ValueError(f"{len(names)} zone names for {Z} zones")
+    return names
+
+def zone_report(scores, # N x Z x C scores (argmax taken) or N x Z predicted classes
+                target, # N x Z true classes; -1: no label
+                classes:Sequence[str], # the head's classes, the unknown one included
+                zone_names:Optional[Sequence[str]]=None, # default zone0, zone1, ...
+               ) -> pd.DataFrame:
+    "Per zone (and `all` zones pooled) and graded class: precision, recall, F1, support, predicted; zones whose truth is unknown are left out."
+    from torchmetrics.functional.classification import multiclass_confusion_matrix, multiclass_f1_score, multiclass_precision, multiclass_recall
+    pred, t = zone_classes(scores), torch.as_tensor(target).long()
+    if pred.shape != t.shape: raise ValueError(f"zone_report: predictions {tuple(pred.shape)} and targets {tuple(t.shape)} do not fit (N x Z each)")
+    K, u = len(classes), unknown_class(classes)
+    t = t.masked_fill(t == u, -1)  # the unknown class is masked like a missing label
+    names, rows = _zone_names(t.shape[1], zone_names), []
+    for name, p, y in [(n, pred[:, z], t[:, z]) for z, n in enumerate(names)] + [('all', pred.reshape(-1), t.reshape(-1))]:
+        kw = dict(num_classes=K, average='none', ignore_index=-1)
+        if (y >= 0).any():
+            P, R, F = (f(p, y, **kw) for f in (multiclass_precision, multiclass_recall, multiclass_f1_score))
+            cm = multiclass_confusion_matrix(p, y, K, ignore_index=-1)
+        else: P = R = F = torch.zeros(K); cm = torch.zeros(K, K, dtype=torch.long)
+        support, predicted = cm.sum(1), cm.sum(0)
+        for k in (k for k in range(K) if k != u):
+            s, q = int(support[k]), int(predicted[k])
+            rows.append({'zone': name, 'class': classes[k], 'precision': float(P[k]) if q else float('nan'),
+                         'recall': float(R[k]) if s else float('nan'), 'f1': float(F[k]) if s or q else float('nan'),
+                         'support': s, 'predicted': q})
+    return pd.DataFrame(rows)
+
+def zone_confusion(scores, # N x Z x C scores (argmax taken) or N x Z predicted classes
+                   target, # N x Z true classes; -1: no label
+                   n_classes:int, # classes per zone, the unknown one included
+                  ) -> torch.Tensor:
+    "Z x C x C confusion matrices, one per zone (rows true, columns predicted), the unknown class kept as a row and a column."
+    from torchmetrics.functional.classification import multiclass_confusion_matrix
+    pred, t = zone_classes(scores), torch.as_tensor(target).long()
+    if pred.shape != t.shape: raise ValueError(f"zone_confusion: predictions {tuple(pred.shape)} and targets {tuple(t.shape)} do not fit (N x Z each)")
+    return torch.stack([multiclass_confusion_matrix(pred[:, z], t[:, z], n_classes, ignore_index=-1) if (t[:, z] >= 0).any()
+                        else torch.zeros(n_classes, n_classes, dtype=torch.long) for z in range(t.shape[1])])
+
+def zone_confusion_table(scores, target, classes:Sequence[str], zone_names:Optional[Sequence[str]]=None) -> pd.DataFrame:
+    "`zone_confusion` as a tidy table: one row per zone, true class and predicted class, with its `count`."
+    cm, K = zone_confusion(scores, target, len(classes)), len(classes)
+    names = _zone_names(len(cm), zone_names)
+    return pd.DataFrame([{'zone': n, 'true': classes[i], 'predicted': classes[j], 'count': int(cm[z, i, j])}
+                         for z, n in enumerate(names) for i in range(K) for j in range(K)])
+
+# %% ../nbs/06_metrics.ipynb #csi07
+CSI_CLASSES = ('0', '1', '2', '3', 'unknown')  # the CSI system's zone classes
+CSI_ZONE_COLUMNS = ('right_sup', 'left_sup', 'right_mid', 'left_mid', 'right_inf', 'left_inf')  # its label CSV's zone columns
+
+def _read(x, what:str, sep:str=',') -> tuple:
+    "(table, its name for messages) from a CSV file (every cell read as text) or a DataFrame."
+    if isinstance(x, pd.DataFrame): return x.reset_index(drop=True), what
+    p = Path(x)
+    if not p.is_file(): raise DataError(f"{p}: {what} file not found")
+    return pd.read_csv(p, dtype=str, sep=sep), str(p)
+
+def _line(src:str, what:str, i:int) -> str: return f"{src} row {i}" if src == what else f"{src} line {i + 2}"
+
+def _text(v) -> Optional[str]:
+    "A cell as text, None when empty; a whole float (a CSV read as numbers) without its `.0`."
+    if v is None or (not isinstance(v, str) and pd.isna(v)): return None
+    if isinstance(v, (float, np.floating)) and float(v).is_integer(): return str(int(v))
+    return str(v).strip() or None
+
+def _codes(values, classes:Sequence[str], where) -> np.ndarray:
+    "Class indices of cells naming classes (`1.0` for `1`; the unknown class's index for it); empty: -1. `where(i)` names a row."
+    idx, u = {str(c): k for k, c in enumerate(classes)}, unknown_class(classes)
+    out = np.full(len(values), -1, np.int64)
+    for i, v in enumerate(values):
+        s = _text(v)
+        if s is None: continue
+        k = idx.get(s)
+        if k is None:
+            try: f = float(s)
+            except ValueError: f = None
+            if f is not None and f.is_integer(): k = idx.get(str(int(f)), u if int(f) == u else None)
+        if k is None: raise DataError(f"{where(i)}: {s!r} is not a zone class ({', '.join(map(str, classes))}).{did_you_mean(s, list(idx))}")
+        out[i] = k
+    return out
+
+def _head(head, classes, thresholds) -> tuple:
+    "(name, classes, severity thresholds, zones or None) of a zones head or a head name."
+    if isinstance(head, HeadConfig):
+        if head.kind != 'zones': raise ConfigError(f"head {head.name!r}: a {head.kind} head has no zones (zones heads have)")
+        return head.name, list(classes or head.classes), tuple(thresholds or head.severity_thresholds), head.zones
+    return str(head), list(classes or CSI_CLASSES), tuple(thresholds or (1.3, 2.2)), None
+
+def zones_from_table(predictions, # medseg's predictions: a `predictions.csv` path or `predictions_table`'s frame
+                     head='csi', # the zones head (a `HeadConfig`) or its name
+                     classes:Optional[Sequence[str]]=None, # its classes; default the head's (a name: `CSI_CLASSES`)
+                    ) -> tuple:
+    "`(ids, predicted, true)`: the table's ids and `N x Z` class indices of the head's zones, `true` None without `_true` columns; -1 no label."
+    name, classes, _, Z = _head(head, classes, None)
+    df, src = _read(predictions, 'predictions')
+    if 'id' not in df: raise DataError(f"{src}: no 'id' column (columns: {', '.join(map(str, df.columns))})")
+    if Z is None: Z = 1 + max((int(m[1]) for c in df.columns if (m := re.fullmatch(rf'{re.escape(name)}_zone(\d+)', str(c)))), default=0)
+    cols = [f'{name}_zone{z}' for z in range(Z)]
+    missing = [c for c in cols if c not in df]
+    if missing: raise DataError(f"{src}: no column {', '.join(missing)} of zones head {name!r} (columns: {', '.join(map(str, df.columns))})")
+    read = lambda c: _codes(df[c].tolist(), classes, lambda i: f"{_line(src, 'predictions', i)}, column {c}")
+    pred = torch.from_numpy(np.stack([read(c) for c in cols], 1))
+    have = [c + '_true' in df for c in cols]
+    if any(have) and not all(have):
+        raise DataError(f"{src}: has {sum(have)} of the {Z} truth columns of zones head {name!r}; missing {', '.join(c + '_true' for c, h in zip(cols, have) if not h)}")
+    true = torch.from_numpy(np.stack([read(c + '_true') for c in cols], 1)) if all(have) else None
+    return [_text(i) or '' for i in df['id']], pred, true
+
+# %% ../nbs/06_metrics.ipynb #csi10
+def read_csi_truth(truth, # a CSV path or a DataFrame: one row per image
+                   classes:Sequence[str]=CSI_CLASSES, # the zone classes, for zone columns
+                   id_column:str='FileID', # the image id column (the CSI system's `FileID`)
+                   csi_column:Optional[str]='csi', # the CSI average column; None or absent: averaged from `zone_columns`
+                   zone_columns:Optional[Sequence[str]]=CSI_ZONE_COLUMNS, # zone class columns (empty or the unknown class: not graded)
+                   sep:str=',', # the CSV's separator
+                  ) -> pd.Series:
+    "True CSI average per image id: the `csi` column as given, else the mean of the graded zone columns (NaN: no graded zone)."
+    df, src = _read(truth, 'truth', sep)
+    cols = ', '.join(map(str, df.columns))
+    if id_column not in df: raise DataError(f"{src}: no id column {id_column!r} (columns: {cols}); give id_column=")
+    ids = [_text(v) for v in df[id_column]]
+    if None in ids: raise DataError(f"{_line(src, 'truth', ids.index(None))}: empty {id_column}")
+    dup = sorted({i for i in ids if ids.count(i) > 1}) if len(set(ids)) < len(ids) else []
+    if dup: raise DataError(f"{src}: {id_column} {', '.join(dup[:5])} appear{'s' if len(dup) == 1 else ''} on more than one row")
+    if csi_column and csi_column in df:
+        vals = []
+        for i, v in enumerate(df[csi_column]):
+            s = _text(v)
+            try: vals.append(float('nan') if s is None else float(s))
+            except ValueError: raise DataError(f"{_line(src, 'truth', i)}: {csi_column} {s!r} is not a number") from None
+        return pd.Series(vals, index=ids, name='average_true', dtype=float)
+    missing = [c for c in zone_columns or () if c not in df]
+    if zone_columns and not missing:
+        codes = np.stack([_codes(df[c].tolist(), classes, lambda i, c=c: f"{_line(src, 'truth', i)}, column {c}") for c in zone_columns], 1)
+        return pd.Series(csi_average(torch.from_numpy(codes), unknown_class(classes), torch.float64).numpy(), index=ids, name='average_true')
+    raise DataError(f"{src}: no column {csi_column!r}" + (f" and no zone column {', '.join(missing)}" if zone_columns else '')
+                    + f" (columns: {cols}); give csi_column= or zone_columns=")
+
+def _match(ids:list, truth_ids, how:str, psrc:str, tsrc:str, id_column:str) -> list:
+    "The truth id of each prediction id (None: not found): equal ids, else (`how='auto'` or `'stem'`) equal file name stems."
+    if how not in ('auto', 'id', 'stem'): raise ValueError(f"match: {how!r}; allowed: auto, id, stem")
+    known = set(truth_ids)
+    got = [i if i in known else None for i in ids]
+    if how == 'stem' or (how == 'auto' and all(g is None for g in got)):
+        stems = {}
+        for t in truth_ids: stems.setdefault(file_stem(t), []).append(t)
+        clash = next((v for v in stems.values() if len(v) > 1), None)
+        if clash: raise DataError(f"{tsrc}: {id_column} {clash[0]!r} and {clash[1]!r} have the same file name stem; match them by full id (match='id')")
+        got = [stems.get(file_stem(i), [None])[0] for i in ids]
+        seen = {}
+        for i, g in zip(ids, got):
+            if g is not None and seen.setdefault(g, i) != i:
+                raise DataError(f"{psrc}: ids {seen[g]!r} and {i!r} both match {id_column} {g!r} of {tsrc} by file name; match them by full id (match='id')")
+    if all(g is None for g in got):
+        ex = lambda v: ', '.join(map(repr, list(v)[:3]))
+        raise DataError(f"{tsrc}: none of its {len(known)} ids ({id_column}: {ex(truth_ids)}, ...) matches an id of {psrc} ({ex(ids)}, ...)"
+                        + ("" if how == 'id' else ", in full or by file name stem"))
+    return got
+
+# %% ../nbs/06_metrics.ipynb #csi13
+def _severities(avg:torch.Tensor, thresholds) -> pd.Series:
+    "Severity classes of float64 averages as a nullable integer column (<NA> without an average)."
+    s = severity(avg, thresholds)
+    return pd.array([None if v < 0 else v for v in s.tolist()], dtype='Int64')
+
+def csi_averages(predictions, # medseg's predictions: `predictions.csv` or `predictions_table`'s frame
+                 truth=None, # a CSV (or frame) of true averages or zone values (`read_csi_truth`); None: the table's `_true` columns
+                 head='csi', # the zones head (a `HeadConfig`) or its name
+                 classes:Optional[Sequence[str]]=None, # its classes; default the head's (a name: `CSI_CLASSES`)
+                 thresholds:Optional[Sequence[float]]=None, # severity bounds; default the head's (a name: 1.3, 2.2)
+                 id_column:str='FileID', csi_column:Optional[str]='csi', zone_columns=CSI_ZONE_COLUMNS, sep:str=',', # `read_csi_truth`'s
+                 match:str='auto', # `id`: equal ids; `stem`: equal file name stems (`images/12.png` is `12`); `auto`: ids, else stems
+                ) -> pd.DataFrame:
+    "Per image: the predicted CSI average (`average_pred`), its `severity_pred`, `graded_pred` zones and, where known, `average_true` and `severity_true`."
+    name, classes, thresholds, _ = _head(head, classes, thresholds)
+    ids, pred, true = zones_from_table(predictions, head, classes)
+    u = unknown_class(classes)
+    ap = csi_average(pred, u, torch.float64)
+    out = pd.DataFrame({'id': ids, 'average_pred': ap.numpy(), 'severity_pred': _severities(ap, thresholds),
+                        'graded_pred': ((pred >= 0) & (pred != u)).sum(1).numpy()})
+    if truth is not None:
+        t = read_csi_truth(truth, classes, id_column, csi_column, zone_columns, sep)
+        name_of = lambda x, what: str(x) if isinstance(x, (str, Path)) else what
+        keys = _match(ids, list(t.index), match, name_of(predictions, 'the predictions'), name_of(truth, 'the truth'), id_column)
+        out['truth_id'] = keys
+        out['matched'] = [k is not None for k in keys]
+        at = torch.tensor([float('nan') if k is None else float(t[k]) for k in keys], dtype=torch.float64)
+        out.attrs['n_truth'] = len(t)
+    elif true is not None:
+        out['matched'] = (true >= 0).any(1).numpy()
+        at = csi_average(true, u, torch.float64)
+    else: return out
+    out['average_true'], out['severity_true'] = at.numpy(), _severities(at, thresholds)
+    return out
+
+# %% ../nbs/06_metrics.ipynb #csi16
+def csi_average_scores(table:pd.DataFrame, # `csi_averages` with the truth
+                      ) -> dict:
+    "What the CSI system's `compute_csi_average_metrics` and `compute_ahf_classification_metrics` report, over the images with both averages."
+    from torchmetrics.functional import mean_absolute_error, mean_squared_error, pearson_corrcoef
+    from torchmetrics.functional.classification import (multiclass_accuracy, multiclass_confusion_matrix, multiclass_f1_score,
+                                                        multiclass_precision, multiclass_recall)
+    if 'average_true' not in table: raise DataError("csi_average_scores: the table has no `average_true` (give csi_averages a truth, or predictions with `_true` columns)")
+    both = table['average_pred'].notna() & table['average_true'].notna()
+    p, t = (torch.tensor(table.loc[both, c].to_numpy(float)) for c in ('average_pred', 'average_true'))
+    sp, st = (torch.tensor(table.loc[both, c].to_numpy(int)) for c in ('severity_pred', 'severity_true'))
+    n, nan = int(both.sum()), float('nan')
+    r = {'n_images': len(table), 'n_matched': int(table['matched'].sum()), 'n_scored': n,
+         'n_no_grade_pred': int(table['average_pred'].isna().sum()), 'n_no_grade_true': int((table['matched'] & table['average_true'].isna()).sum())}
+    if 'n_truth' in table.attrs: r['n_truth_unused'] = table.attrs['n_truth'] - table.loc[table['matched'], 'truth_id'].nunique()
+    r.update(pred_mean=float(p.mean()) if n else nan, true_mean=float(t.mean()) if n else nan,
+             score_mae=float(mean_absolute_error(p, t)) if n else nan, score_rmse=float(mean_squared_error(p, t, squared=False)) if n else nan,
+             score_pearson=float(pearson_corrcoef(p, t)) if n > 1 and p.std() > 0 and t.std() > 0 else nan)
+    per = {}
+    for k, f in (('precision', multiclass_precision), ('recall', multiclass_recall), ('f1', multiclass_f1_score)):
+        r[f'severity_{k}'] = float(f(sp, st, 3, average='macro')) if n else nan
+        per[k] = f(sp, st, 3, average='none').tolist() if n else [nan] * 3
+    r['severity_acc'] = float(multiclass_accuracy(sp, st, 3, average='micro')) if n else nan
+    r.update({f'severity_{k}_{c}': v[c] for k, v in per.items() for c in range(3)})
+    r['severity_confusion'] = multiclass_confusion_matrix(sp, st, 3).tolist() if n else [[0] * 3 for _ in range(3)]
+    return r
+
+def csi_average_metrics(predictions, # medseg's predictions: `predictions.csv` or `predictions_table`'s frame
+                        truth=None, # a CSV (or frame) of true CSI averages or zone values; None: the predictions' `_true` columns
+                        **kwargs, # `csi_averages`'s: head, classes, thresholds, id_column, csi_column, zone_columns, sep, match
+                       ) -> dict:
+    "medseg's `compute_csi_average_metrics`: CSI averages of predictions joined with the truth on the image id, and their scores."
+    return csi_average_scores(csi_averages(predictions, truth, **kwargs))
+
+def write_zone_tables(out_dir, # the predictions folder (`run/predictions`)
+                      table:pd.DataFrame, # `predictions_table`'s frame
+                      head:HeadConfig, # a zones head
+                     ) -> dict:
+    "Write `{head}_averages.csv` (`csi_averages`) and, where the table holds the truth, `{head}_per_zone.csv` (`zone_report`) and `{head}_confusion.csv`; return the files by name."
+    out, n = Path(out_dir), head.name
+    _, pred, true = zones_from_table(table, head)
+    files = {f'{n}_averages.csv': csi_averages(table, head=head)}
+    if true is not None: files.update({f'{n}_per_zone.csv': zone_report(pred, true, head.classes), f'{n}_confusion.csv': zone_confusion_table(pred, true, head.classes)})
+    return {k: [atomic_write(out/k, v.to_csv(index=False))] for k, v in files.items()}

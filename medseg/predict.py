@@ -16,6 +16,7 @@ from PIL import Image
 
 from .config import atomic_write
 from .heads import HeadConfig, target_form
+from .metrics import write_zone_tables
 from .io import file_stem, image_shape, is_image_file
 
 # %% auto #0
@@ -323,9 +324,11 @@ class PredictionWriter:
         self.n += len(ids)
 
     def close(self) -> dict[str, list[Path]]:
-        "Write `predictions.csv` (and `scores.csv` where seg labels came); return every file written, by kind."
+        "Write `predictions.csv` (and `scores.csv` where seg labels came, and each zones head's `{head}_averages.csv`, `{head}_per_zone.csv`, `{head}_confusion.csv`); return every file written, by kind."
         table = pd.concat(self.tables, ignore_index=True) if self.tables else pd.DataFrame({'id': []})
         written = {**self.written, 'predictions.csv': [atomic_write(self.out_dir/'predictions.csv', table.to_csv(index=False))]}
+        for h in self.heads:
+            if h.kind == 'zones' and len(table): written.update(write_zone_tables(self.out_dir, table, h))
         if self.scores:
             written['scores.csv'] = [atomic_write(self.out_dir/'scores.csv', pd.concat(self.scores, ignore_index=True).to_csv(index=False))]
         return written
