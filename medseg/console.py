@@ -42,6 +42,7 @@ HARMLESS = {  # regex at the start of the message: why medseg silences it
     r'Restoring states from the checkpoint path at ': 'medseg names the checkpoint in its own table',
     r'Loaded model weights from the checkpoint at ': 'the same',
     r'Experiment logs directory .* exists and is not empty': 'medseg made the run folder and writes the CSV log into it',
+    r'Experiment with name .* not found\. Creating it\.': "MLflow's note on a project's first run",
     r'`isinstance\(treespec, LeafSpec\)` is deprecated': "a deprecation inside Lightning's own code",
     r'The number of training batches \(\d+\) is smaller than the logging interval': 'small data sets: per-step curves are sparse, epoch metrics are exact',
     r"The '(train|val|test|predict)_dataloader' does not have many workers": '`data.num_workers` is the config\'s choice (0 on the built-in CPU job)',

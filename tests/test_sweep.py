@@ -114,3 +114,22 @@ def test_wandb_sweep_file_runs_locally(tmp_path):
     r = run([sys.executable, '-m', 'medseg.sweep', str(f), '--wandb'], env={'WANDB_BASE_URL': 'http://127.0.0.1:9'})  # nothing listens: no network
     assert r.returncode == 2 and r.stderr.strip().count('\n') == 0, show(r)
     assert r.stderr.startswith('medseg sweep: --wandb: cannot reach W&B at http://127.0.0.1:9'), r.stderr
+
+TRACK_TINY = ['data.synthetic={n_frames: 32, n_objects: 3, size: 64}', 'data.crop_size=16', 'data.clip_length=8',
+              'data.frames={train: [0, 20], val: [20, 26], test: [26, null]}', 'model.d_model=32', 'model.nhead=2',
+              'model.use_vis_feats=false', 'predict.max_animation_frames=4']
+
+def test_tracking_notebook_sweep(tmp_path):
+    "The tracking notebook is swept like the training one: a grid over a tracker key, each job a tracking run folder, one summary with their MOT scores."
+    d = {'notebook': str(ROOT/'nbs'/'track.ipynb'), 'output': str(tmp_path/'trk'), 'devices': 'cpu', 'slots': 2,
+         'parameters': {'epochs': 1, 'overrides': TRACK_TINY}, 'grid': {'tracker.window_size': [2, 4]}}
+    f = tmp_path/'track.yaml'; f.write_text(yaml.safe_dump(d))
+    r = medseg_sweep(f)
+    assert r.returncode == 0, show(r)
+    df = summary(tmp_path/'trk')
+    assert len(df) == 2 and set(df.status) == {'done'}, df
+    assert df.val_loss.notna().all() and df.test_mota.notna().all() and df.test_idf1.notna().all(), df.columns.tolist()  # the monitor (val_loss), MOT scores
+    for j in plan_jobs(load_sweep(f)):
+        cfg = yaml.safe_load((j.run_dir/'config.yaml').read_text())
+        assert cfg['task'] == 'track' and (j.run_dir/'predictions'/'tracks.csv').is_file() and (j.run_dir/'notebook.ipynb').is_file()
+    assert sorted(yaml.safe_load((j.run_dir/'config.yaml').read_text())['tracker']['window_size'] for j in plan_jobs(load_sweep(f))) == [2, 4]
