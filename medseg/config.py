@@ -24,8 +24,8 @@ __all__ = ['MODEL_FAMILIES', 'PARAM_GROUPS', 'OPTIMIZERS', 'SCHEDULERS', 'PRECIS
            'LoggingConfig', 'PathsConfig', 'qualified_name', 'plugin_kind', 'describe', 'check_plugin',
            'dataset_takes_split', 'check_data_target', 'SearchSpace', 'OptunaSamplerConfig', 'OptunaPrunerConfig',
            'OptunaConfig', 'Config', 'parse_value', 'set_dotted', 'apply_overrides', 'format_errors', 'validate_config',
-           'read_yaml', 'load_config', 'atomic_write', 'config_to_dict', 'save_config', 'seed_everything',
-           'project_root', 'resolve_path', 'config_sections', 'config_reference']
+           'read_yaml', 'load_config', 'atomic_write', 'config_to_dict', 'mask_url', 'mask_secrets', 'save_config',
+           'seed_everything', 'project_root', 'resolve_path', 'config_sections', 'config_reference']
 
 # %% ../nbs/00b_config.ipynb #c017
 class SamplerConfig(Section):
@@ -41,6 +41,7 @@ class DataConfig(Section):
     target: Optional[Target] = Field(None, description="instead of a layout, your own class by `_target_`: a `torch.utils.data.Dataset` of batch-contract items (built once per split with `split=` when it takes one, else once and split by `split_ratios`; medseg's augmentations, samplers and caches apply), or a `LightningDataModule`")
     manifest: str = Field('manifest.csv', description='CSV inside `data_dir`: image path, label columns, mask paths, split, source, group')
     generate: bool = Field(True, description='write the built-in synthetic data to `data_dir` when it is missing')
+    synthetic: Literal['blobs', 'chest'] = Field('blobs', description="what `generate` writes: `blobs` (textured blobs: masks, tags, age) or `chest` (two lungs, six zone scores 0-3 or unknown, tags, age; `medseg.synthetic.draw_chest`)")
     n_images: int = Field(96, ge=4, description='synthetic images to generate')
     image_col: Union[str, list[str]] = Field('image', description='manifest column(s) with image paths; several are stacked as channels')
     split_col: str = Field('split', description="manifest column naming each row's split (train/val/test), unless `split_ratios` is set")
@@ -347,7 +348,8 @@ class LoggingConfig(Section):
     loggers: list[Literal['csv', 'tensorboard', 'wandb', 'mlflow', 'clearml']] = Field(['csv'], description='which loggers (CSV is always on); each other one needs its extra, e.g. pip install "medseg[clearml]"')
     project: str = Field('medseg', description='project name for W&B / MLflow / ClearML')
     wandb_mode: Literal['online', 'offline', 'disabled'] = Field('offline', description='W&B mode; offline needs no login')
-    log_model: Union[bool, Literal['all']] = Field(False, description="upload checkpoints as artifacts: true the best and last at the end of fitting, 'all' every checkpoint as it is saved (W&B; ClearML: the best)")
+    log_model: Union[bool, Literal['all']] = Field(False, description="upload checkpoints as artifacts: true the best and last at the end of fitting, 'all' every checkpoint as it is saved (W&B; MLflow and ClearML: the best; an MLflow server always gets the best)")
+    mlflow_uri: Optional[str] = Field(None, pattern=r'^https?://[^\s/]+', description="an MLflow tracking server for the `mlflow` logger, e.g. `http://mlflow.lab:5000`: parameters, metrics, tags, the best checkpoint and the plots go there, and it must answer before training starts. None: `$MLFLOW_TRACKING_URI` when that is an http(s) URI, else `<run>/mlflow.db`")
     clearml_offline: bool = Field(True, description='ClearML offline mode: the session (metrics, parameters, artifacts) goes to `<run>/clearml/offline/`, for `Task.import_offline_session`; false needs a ClearML server in clearml.conf')
 
 class PathsConfig(Section):
@@ -717,9 +719,25 @@ def config_to_dict(cfg:Config) -> dict:
     "A plain, YAML-ready dict of `cfg` (paths as strings, `_target_` aliases)."
     return cfg.model_dump(mode='json', by_alias=True)
 
-def save_config(cfg:Config, path):
+_URL_PASSWORD = re.compile(r'^(?P<head>[A-Za-z][\w+.-]*://[^:/@?#]*:)(?P<password>[^@]*)@')  # scheme://user:password@host (SQLAlchemy's reading)
+_QUERY_PASSWORD = re.compile(r'(?P<head>[?&](?:password|passwd|pwd)=)[^&#]*', re.I)  # ...?password=...
+
+def mask_url(url:str) -> str:
+    "`url` with its password (`user:password@`, or a `password=` query parameter) shown as `***`; other strings unchanged."
+    return _QUERY_PASSWORD.sub(r'\g<head>***', _URL_PASSWORD.sub(r'\g<head>***@', url))
+
+def mask_secrets(d):
+    "A config dict with the password of every URL in it masked (`mask_url`): what a run folder's config.yaml shows."
+    if isinstance(d, dict): return {k: mask_secrets(v) for k, v in d.items()}
+    if isinstance(d, list): return [mask_secrets(v) for v in d]
+    return mask_url(d) if isinstance(d, str) and '://' in d else d
+
+def save_config(cfg:Config, path,
+                mask:bool=True, # passwords in URLs as `***` (`mask_secrets`); False only for a private file handed to a child process
+               ):
     "Save `cfg` as YAML at `path`, atomically."
-    return atomic_write(path, yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
+    d = config_to_dict(cfg)
+    return atomic_write(path, yaml.safe_dump(mask_secrets(d) if mask else d, sort_keys=False))
 
 # %% ../nbs/00b_config.ipynb #c037
 def seed_everything(seed:int=42) -> int:

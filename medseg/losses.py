@@ -320,9 +320,11 @@ def build_loss(spec=None, kind:str='seg', multilabel:bool=False, multiclass:bool
 # %% ../nbs/05_losses.ipynb #c045
 def known_rows(target:torch.Tensor, # a head's targets, first dim the batch
                valid=None, # the batch's `<head>_valid` (bool B), if any
+               kind:Optional[str]=None, # the head's kind: a `reg` target is unknown only when NaN (a negative value is a value)
               ) -> torch.Tensor:
     "Bool B: samples that carry the head's label and at least one known entry."
-    rows = known(target).reshape(len(target), -1).any(1)
+    k = ~target.isnan() if kind == 'reg' and target.is_floating_point() else known(target)
+    rows = k.reshape(len(target), -1).any(1)
     if valid is not None: rows = rows & torch.as_tensor(valid, dtype=torch.bool, device=rows.device).reshape(-1)
     return rows
 
@@ -354,8 +356,8 @@ class MultiTaskLoss(nn.Module):
             if h.name not in batch: raise KeyError(f"the batch has no labels {h.name!r} for head {h.name!r}; "
                                                    f"a dataset without them must still give them, with `{h.name}_valid` False")
             out, tgt = outputs[h.name], batch[h.name]
+            rows = known_rows(tgt, batch.get(f'{h.name}_valid'), h.kind)
             if (mean, std) != (0.0, 1.0): out, tgt = (out - mean) / std, (tgt - mean) / std
-            rows = known_rows(tgt, batch.get(f'{h.name}_valid'))
             parts[h.name] = loss(out[rows], tgt[rows]) if rows.any() else _zero(out)
             total = total + h.alpha * parts[h.name]
         return total, parts

@@ -205,7 +205,7 @@ class HeadMetrics(MetricCollection):
         super().__init__(metrics, prefix=prefix, compute_groups=False)
         self.head, self.threshold = head, threshold
     def _prepared(self, logits, target, valid):
-        rows = known_rows(target, valid)
+        rows = known_rows(target, valid, self.head.kind)
         if not rows.any(): return None
         return prepare(self.head, logits[rows], target[rows], self.threshold)
     def update(self, logits, target, valid=None):

@@ -274,7 +274,7 @@ def head_confusions(head:HeadConfig, # a cls or zones head
     if head.kind not in ('cls', 'zones'): raise ValueError(f"head {head.name!r}: a {head.kind} head has no confusion matrix (cls and zones heads have)")
     logits, target = logits.detach().float().cpu(), target.detach().cpu()
     if head.kind == 'zones': logits = logits.reshape(len(logits), head.zones, -1)
-    rows = known_rows(target, None if valid is None else valid.detach().cpu())
+    rows = known_rows(target, None if valid is None else valid.detach().cpu(), head.kind)
     if not rows.any(): return []
     p, t = prepare(head, logits[rows], target[rows], head.threshold)
     K = len(head.classes)
@@ -411,7 +411,7 @@ def _head_figures(h:HeadConfig, logits, target=None, valid=None, images=None, id
         if h.kind == 'seg' and images is not None and not labelled: yield 'overlays', plot_seg_overlays(h, images, logits, ids=ids, n=n_images)
         return
     target = target.detach().cpu()
-    rows = known_rows(target, None if valid is None else valid.detach().cpu())
+    rows = known_rows(target, None if valid is None else valid.detach().cpu(), h.kind)
     if not rows.any(): return  # every label unknown: nothing to compare with
     if h.kind == 'seg':
         if images is not None: yield 'overlays', plot_seg_overlays(h, images, logits, target, rows, ids, n_images)

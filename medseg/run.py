@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 from .config import (CheckpointConfig, Config, ConfigError, atomic_write, config_to_dict, did_you_mean,
-                           load_config, project_root, resolve_path, save_config, seed_everything)
+                           load_config, mask_secrets, project_root, resolve_path, save_config, seed_everything)
 from .console import end_table, quietly, use_progress_bar
 from .heads import HeadConfig, head_size, select_heads, with_target_stats
 
@@ -85,7 +85,7 @@ _OLD_IMPLIED = {'loss': {'_target_': 'medseg.losses.DiceBCELoss', 'params': {}},
 
 def _comparable(cfg:Config) -> dict:
     "The config as saved, minus what may differ between a run and its resumption (or between medseg versions)."
-    d = config_to_dict(cfg); d['trainer'].pop('max_epochs', None); d['data'].pop('view_batch', None)
+    d = mask_secrets(config_to_dict(cfg)); d['trainer'].pop('max_epochs', None); d['data'].pop('view_batch', None)
     for h in d['heads']:  # measured from the data by `fit` (a run folder from before standardisation has none)
         h.pop('target_mean', None); h.pop('target_std', None)
     if not d['heads']:  # configs saved before the redesign name the implied head's defaults explicitly
@@ -270,13 +270,15 @@ def sample_paths(dm, split:str) -> dict:
     s = dm.dataset(split).s
     return {str(i): p for i, p in zip(s.ids, s.images) if isinstance(p, Path)}
 
-def write_plots(run:Path, task, dm, split:str, metrics=None, preds=None, images=None) -> list:
+def write_plots(run:Path, task, dm, split:str, metrics=None, preds=None, images=None,
+                folder:Optional[str]=None, # under `run`; default `plots` (`predict` draws into `predictions/plots`, `validate` into `plots/validate`)
+               ) -> list:
     """The run's figures (curves; per head overlays, confusion, ROC/PR, scatter, zones) into `run/plots`, from
     `split`'s predictions. A figure that fails to draw warns: the run's results are already saved."""
     from medseg.plots import write_run_plots
     try:
         if preds is None: preds, images = collect_predictions(task, dm, split)
-        return write_run_plots(Path(run)/'plots', task.heads, metrics=metrics, preds=preds, images=images)
+        return write_run_plots(Path(run)/(folder or 'plots'), task.heads, metrics=metrics, preds=preds, images=images)
     except Exception as e:
         warnings.warn(f"plots of {run} not written: {type(e).__name__}: {e}"); return []
 
@@ -445,6 +447,7 @@ def train(cfg:Config, # the whole config
          ) -> RunResult:
     "Fit the model described by `cfg`, test its best checkpoint when the data has a test split, draw the run's plots, and return what the run left behind."
     if needs_child(cfg.trainer): return fit_subprocess(cfg, ckpt_path)  # DDP that Lightning would fork from this process (a notebook): `medseg fit` in a child
+    from medseg.loggers import check_loggers; check_loggers(cfg.logging)  # a missing logger package or an MLflow server that does not answer: one line, before data and run folder
     seed_everything(cfg.seed)
     task, dm = build_task(cfg)  # data read and checked, model built: a bad config or data stops here, before the run folder
     monitors = resolve_monitors(cfg.checkpoint, task, validating=cfg.trainer.limit_val_batches != 0)
@@ -473,6 +476,7 @@ def train(cfg:Config, # the whole config
     if cfg.trainer.test_after_fit and not cfg.trainer.fast_dev_run and has_split(dm, 'test'):
         scores = _scores(trainer.test(task, datamodule=dm, ckpt_path=str(best_path) if best_path else None, verbose=False))
         if zero: write_scores(run, scores, 'test'); print(format_scores(scores, f"test ({best_path.name if best_path else 'last weights'})"))
+    elif best_path is not None and best_path.is_file(): load_checkpoint(task, best_path)  # untested: still the best weights for the plots and the caller
     metrics = read_metrics(run) if zero and (run/'metrics.csv').exists() else pd.DataFrame()
     if trainer.is_global_zero and not cfg.trainer.fast_dev_run:
         write_plots(run, task, dm, 'test' if has_split(dm, 'test') else 'val', metrics=metrics)
@@ -541,7 +545,7 @@ def fit_subprocess(cfg, # the whole config (`medseg.config.Config`)
     child = child_config(cfg)
     run, tmp, tail = run_dir_for(child), Path(tempfile.mkdtemp(prefix='medseg-fit-')), collections.deque(maxlen=40)
     try:
-        save_config(child, tmp/'config.yaml')
+        save_config(child, tmp/'config.yaml', mask=False)  # the child's own copy, deleted after
         cmd = [sys.executable, '-m', 'medseg', 'fit', '-c', str(tmp/'config.yaml'), *(['--ckpt_path', str(ckpt_path)] if ckpt_path else [])]
         proc = subprocess.Popen(cmd, cwd=project_root(), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                                 errors='replace', start_new_session=True, env={**os.environ, 'PYTHONUNBUFFERED': '1'})
@@ -591,7 +595,7 @@ def score(cfg:Config, ckpt_path=None, stage:str='test') -> dict:
     write_scores(run, {**scores}, stage)
     update_summary(run, **{f'{stage}_ckpt': str(ckpt)})
     print(format_scores(scores, f"{stage} ({ckpt.name})"))
-    write_plots(run, task, dm, split)
+    write_plots(run, task, dm, split, folder=None if stage == 'test' else 'plots/validate')  # fit's figures are the test split's too
     return scores
 
 def test(cfg:Config, ckpt_path=None) -> dict:
@@ -613,7 +617,7 @@ def predict(cfg:Config, ckpt_path=None) -> dict:
                               save_probs=cfg.predict.save_probs, axis=cfg.data.slice_axis)
     preds, images = collect_predictions(task, dm, split, writer=writer)
     written = writer.close()
-    write_plots(run, task, dm, split, preds=preds, images=images)
+    write_plots(run, task, dm, split, preds=preds, images=images, folder='predictions/plots')  # beside the predictions, not over fit's figures
     update_summary(run, predict={'ckpt': str(ckpt), 'split': split, 'n': writer.n})
     print(f"predictions of {writer.n} images ({split}) in {run/'predictions'}")
     return written

@@ -4,7 +4,7 @@
 
 # %% ../nbs/14_tune.ipynb #t02
 from __future__ import annotations
-import argparse, functools, inspect, io, json, math, os, re, signal, socket, sys, threading, time, warnings
+import argparse, functools, hashlib, inspect, io, json, math, os, re, signal, socket, sys, threading, time, warnings
 from contextlib import contextmanager, nullcontext, redirect_stderr, redirect_stdout
 from pathlib import Path
 from typing import Any, Optional
@@ -13,18 +13,19 @@ import pandas as pd
 import yaml
 from lightning.pytorch.callbacks import Callback
 
-from .config import (Config, OptunaConfig, SearchSpace, apply_overrides, atomic_write, config_to_dict, load_config, read_yaml,
+from .config import (Config, OptunaConfig, SearchSpace, apply_overrides, atomic_write, config_to_dict, load_config, mask_url, read_yaml,
                            resolve_path, validate_config)
 from .core import ConfigError, check_params, did_you_mean
 
 # %% auto #0
-__all__ = ['SAMPLERS', 'PRUNERS', 'TAKEN', 'PLOTS', 'WANDB_DISTRIBUTIONS', 'WANDB_METHODS', 'WANDB_KEYS', 'import_optuna',
-           'suggest_value', 'suggest_overrides', 'grid_values', 'grid_size', 'trial_name', 'trial_config',
-           'check_search_spaces', 'study_dir', 'default_storage', 'sqlite_file', 'claim_lock', 'optuna_quiet',
-           'open_storage', 'make_sampler', 'make_pruner', 'worker_id', 'worker_alive', 'requeue', 'recover_trials',
-           'next_trial', 'surplus', 'PruningCallback', 'pruning_callback', 'train_with_callbacks', 'run_value',
-           'objective', 'study_objective', 'open_study', 'heartbeat', 'run_trial', 'trial_line', 'tune', 'best_trial',
-           'best_values', 'trials_table', 'write_best_params', 'study_plots', 'write_study_plots', 'write_results',
+__all__ = ['STORAGE_ENV', 'SAMPLERS', 'PRUNERS', 'TAKEN', 'PLOTS', 'WANDB_DISTRIBUTIONS', 'WANDB_METHODS', 'WANDB_KEYS',
+           'import_optuna', 'suggest_value', 'suggest_overrides', 'grid_values', 'grid_size', 'trial_name',
+           'trial_config', 'check_search_spaces', 'study_dir', 'default_storage', 'sqlite_file', 'storage_url',
+           'claim_lock', 'optuna_quiet', 'database_url', 'open_storage', 'make_sampler', 'make_pruner', 'worker_id',
+           'worker_alive', 'requeue', 'recover_trials', 'next_trial', 'surplus', 'ServerLock', 'server_lock',
+           'PruningCallback', 'pruning_callback', 'train_with_callbacks', 'run_value', 'objective', 'study_objective',
+           'open_study', 'heartbeat', 'run_trial', 'trial_line', 'tune', 'best_trial', 'best_values', 'trials_table',
+           'results_lock', 'write_best_params', 'study_plots', 'write_study_plots', 'write_results',
            'best_from_storage', 'best_overrides', 'wandb_search_space', 'wandb_sweep_overrides', 'load_wandb_sweep',
            'tune_config', 'tune_parser', 'tune_summary', 'tune_main']
 
@@ -120,6 +121,18 @@ def sqlite_file(url:str) -> Optional[Path]:
     if not url.startswith('sqlite:///') or url.endswith(':memory:'): return None
     return Path(url.removeprefix('sqlite:///').split('?')[0])
 
+STORAGE_ENV = 'MEDSEG_OPTUNA_STORAGE'  # the environment variable that names the study's storage, before `optuna.storage`
+
+def storage_url(o:OptunaConfig, # the `optuna` section
+                folder, # the study folder (the default SQLite file's)
+               ) -> tuple[str, str]:
+    "The study's storage URL and where it came from: `$MEDSEG_OPTUNA_STORAGE`, `optuna.storage`, `$OPTUNA_STORAGE`, or the study folder."
+    for key, url in ((STORAGE_ENV, os.environ.get(STORAGE_ENV)), ('optuna.storage', o.storage), ('OPTUNA_STORAGE', os.environ.get('OPTUNA_STORAGE'))):
+        if not url: continue
+        if '://' not in url: raise ConfigError(f"{key}: {mask_url(url)!r} is not a database URL; e.g. postgresql://user@host/db")
+        return url, key
+    return default_storage(folder), 'the study folder'
+
 def claim_lock(url:str):
     "A file lock beside a SQLite study file (one worker at a time opens it, or takes a trial); None for other storages."
     f = sqlite_file(url)
@@ -141,25 +154,43 @@ def optuna_quiet():
             yield
     finally: optuna.logging.set_verbosity(level)
 
+def database_url(url:str) -> str:
+    "`url` for SQLAlchemy with a PostgreSQL driver that is installed: its default for `postgresql://` (psycopg2 before SQLAlchemy 2.1, psycopg from 2.1), else the other one."
+    scheme, _, rest = url.partition('://')
+    if scheme != 'postgresql': return url
+    from importlib.util import find_spec
+    from sqlalchemy.dialects import registry
+    if find_spec(default := registry.load('postgresql').driver): return url
+    other = next((d for d in ('psycopg', 'psycopg2') if d != default and find_spec(d)), None)
+    return f"postgresql+{other}://{rest}" if other else url
+
+def _engine_kwargs(url:str) -> dict:
+    "SQLAlchemy engine options: SQLite waits a minute for a lock; a server's connections are checked before use, and PostgreSQL gives up connecting after 10 s."
+    if url.startswith('sqlite'): return {'connect_args': {'timeout': 60}}
+    return {'pool_pre_ping': True, **({'connect_args': {'connect_timeout': 10}} if url.startswith('postgres') else {})}
+
 def open_storage(url:str, # any database URL Optuna accepts
                  heartbeat_interval:Optional[int]=None, # seconds between heartbeats of a running trial; None: no heartbeat
+                 key:str='optuna.storage', # where the URL came from, for errors (`storage_url`)
                 ):
-    "Optuna's `RDBStorage` for `url`; a URL that cannot be opened is a `ConfigError` naming `optuna.storage`."
+    "Optuna's `RDBStorage` for `url`; a URL that cannot be opened is a `ConfigError` naming `key`, the password masked."
     optuna = import_optuna()
     from optuna.storages import RDBStorage
-    kw = {'engine_kwargs': {'connect_args': {'timeout': 60}}} if url.startswith('sqlite') else {}
+    kw = {'engine_kwargs': _engine_kwargs(url)}
     if heartbeat_interval:
         cb = 'heartbeat_stale_trial_callback' if 'heartbeat_stale_trial_callback' in inspect.signature(RDBStorage).parameters else 'failed_trial_callback'
-        kw.update(heartbeat_interval=heartbeat_interval, grace_period=2 * heartbeat_interval, **{cb: requeue})
+        kw.update(heartbeat_interval=heartbeat_interval, grace_period=2 * heartbeat_interval, **{cb: _stale_requeue})
     if (f := sqlite_file(url)) and not f.parent.is_dir():
-        raise ConfigError(f"optuna.storage: cannot open {url}: the folder {f.parent} does not exist")
+        raise ConfigError(f"{key}: cannot open {url}: the folder {f.parent} does not exist")
     for attempt in range(3):  # workers that open a new database at once race to create its tables: the losers try again
         try:
-            with optuna_quiet(), claim_lock(url) or nullcontext(): return RDBStorage(url, **kw)
+            with optuna_quiet(), claim_lock(url) or nullcontext(): return RDBStorage(database_url(url), **kw)
         except Exception as e:
             if type(e).__name__ == 'IntegrityError' and attempt < 2: time.sleep(1 + attempt); continue
-            msg = str(e).strip().splitlines()[0] if str(e).strip() else ''
-            raise ConfigError(f"optuna.storage: cannot open {url}: {type(e).__name__}: {msg[:300]}") from None
+            if isinstance(e, ImportError) and e.__cause__ is not None: e = e.__cause__  # Optuna's "Failed to import DB access module": say which
+            msg = mask_url(str(e).strip().splitlines()[0] if str(e).strip() else '')[:300]
+            if isinstance(e, ImportError): msg += "; install the database's driver (PostgreSQL: pip install 'psycopg[binary]')"
+            raise ConfigError(f"{key}: cannot open {mask_url(url)}: {type(e).__name__}: {msg}") from None
 
 # %% ../nbs/14_tune.ipynb #t19
 SAMPLERS = {'tpe': 'TPESampler', 'random': 'RandomSampler', 'grid': 'GridSampler', 'cmaes': 'CmaEsSampler'}  # optuna.sampler.name: class in optuna.samplers
@@ -225,6 +256,12 @@ def requeue(study, trial, # an Optuna study and a failed `FrozenTrial` of it
                                         user_attrs={'retry_of': trial.number}, system_attrs={'failed_trial': history[0], 'retry_history': history}))
     return True
 
+_STALE = []  # trials this process failed by their heartbeat, for `recover_trials` to report
+
+def _stale_requeue(study, trial):
+    "Optuna's callback for a trial whose heartbeat stopped: note it, and queue its values again (`requeue`)."
+    _STALE.append(trial.number); requeue(study, trial)
+
 def _orphan(t, grace:float) -> bool:
     "A running trial that never got its worker recorded (its worker died between asking and recording), older than `grace` seconds."
     from datetime import datetime
@@ -243,8 +280,9 @@ def recover_trials(study, storage,
         try: failed = study.tell(t.number, state=TrialState.FAIL)
         except Exception: continue  # another worker got there first
         requeue(study, failed); out.append(t.number)
-    with optuna_quiet(): optuna.storages.fail_stale_trials(study)  # workers on other machines, by their heartbeat
-    return out
+    _STALE.clear()
+    with optuna_quiet(): optuna.storages.fail_stale_trials(study)  # workers on other machines, by their heartbeat (`_stale_requeue`)
+    return out + _STALE
 
 # %% ../nbs/14_tune.ipynb #t24
 def next_trial(study, storage, # the Optuna study and its storage
@@ -272,6 +310,37 @@ def next_trial(study, storage, # the Optuna study and its storage
 def surplus(study, trial, n_trials:int) -> bool:
     "Whether `trial` is beyond `n_trials`: that many trials before it are finished or running (workers that asked at the same moment)."
     return sum(t.state.name in TAKEN for t in study.get_trials(deepcopy=False) if t.number < trial.number) >= n_trials
+
+# %% ../nbs/14_tune.ipynb #t24a
+class ServerLock:
+    "A lock that the workers of study `name` take on their database server: PostgreSQL's `pg_advisory_lock`, MySQL's `GET_LOCK`; released by the server when the holder's connection ends."
+    def __init__(self, engine, # the storage's SQLAlchemy engine
+                 name:str, # the study's name
+                ):
+        self.engine, self.name, self.conn = engine, name, None
+        self.key = int.from_bytes(hashlib.sha1(f'medseg-study:{name}'.encode()).digest()[:8], 'big', signed=True)  # PostgreSQL's lock id: a bigint
+        pg = engine.dialect.name == 'postgresql'
+        self.take, self.give = (('SELECT pg_advisory_lock(:k)', 'SELECT pg_advisory_unlock(:k)') if pg else
+                                ('SELECT GET_LOCK(:n, 86400)', 'SELECT RELEASE_LOCK(:n)'))  # MySQL/MariaDB: wait up to a day
+        self.args = {'k': self.key} if pg else {'n': f'medseg-{self.key & (2**64 - 1):016x}'}
+    def __enter__(self):
+        from sqlalchemy import text
+        conn = self.engine.connect()
+        try: conn.execute(text(self.take), self.args); conn.commit()
+        except BaseException: conn.invalidate(); conn.close(); raise
+        self.conn = conn; return self
+    def __exit__(self, *exc):
+        from sqlalchemy import text
+        conn, self.conn = self.conn, None
+        try: conn.execute(text(self.give), self.args); conn.commit()
+        except Exception: conn.invalidate()  # a connection that may still hold the lock is closed, never pooled: closing releases it
+        finally: conn.close()
+
+def server_lock(storage, name:str) -> Optional[ServerLock]:
+    "The `ServerLock` of study `name` on `storage`'s PostgreSQL or MySQL server; None for other databases (SQLite: `claim_lock`)."
+    engine = getattr(storage, 'engine', None)
+    if engine is None or engine.dialect.name not in ('postgresql', 'mysql', 'mariadb'): return None
+    return ServerLock(engine, name)
 
 # %% ../nbs/14_tune.ipynb #t32
 class PruningCallback(Callback):
@@ -361,6 +430,7 @@ def study_objective(cfg:Config) -> tuple[str, str]:
 def open_study(o:OptunaConfig, name:str, url:str, storage, metric:str, direction:str, seed:int):
     "Create the study `name` in `storage`, or continue it (`o.load_if_exists`) when it was started with the same metric, direction and search spaces."
     optuna = import_optuna()
+    url = mask_url(url)
     try: study = optuna.create_study(storage=storage, study_name=name, direction=direction, load_if_exists=o.load_if_exists,
                                      sampler=make_sampler(o, seed), pruner=make_pruner(o))
     except optuna.exceptions.DuplicatedStudyError:
@@ -442,16 +512,20 @@ def tune(cfg:Config, # a config with an `optuna` section
     metric, direction = study_objective(cfg)
     name = o.study_name or 'study'
     folder = study_dir(cfg, name); folder.mkdir(parents=True, exist_ok=True)
-    url = o.storage or default_storage(folder)
-    storage = open_storage(url, o.heartbeat_interval)
+    url, source = storage_url(o, folder)
+    storage = open_storage(url, o.heartbeat_interval, source if source != 'the study folder' else 'optuna.storage')
     seed = cfg.seed if o.sampler.seed is None else o.sampler.seed
     n = min(o.n_trials, grid_size(o.search_spaces)) if o.sampler.name == 'grid' else o.n_trials
-    lock = claim_lock(url)
+    lock = claim_lock(url) or server_lock(storage, name)
     with optuna_quiet():
         with lock or nullcontext(): study = open_study(o, name, url, storage, metric, direction, seed)
         done = sum(t.state.name in ('COMPLETE', 'PRUNED') for t in study.get_trials(deepcopy=False))
         print(f"study {name}: {direction} {metric} over {', '.join(o.search_spaces)}; {done} of {n} trials finished"
-              f"{' (continuing)' if done else ''}\n  folder {folder}\n  storage {url}", flush=True)
+              f"{' (continuing)' if done else ''}\n  folder {folder}\n  storage {mask_url(url)}"
+              f"{'' if source == 'the study folder' else f' (from {source})'}", flush=True)
+        if source == 'optuna.storage' and mask_url(url) != url:
+            print(f"  note: the config file holds the storage's password; it is masked in saved configs, but keep it in ${STORAGE_ENV} "
+                  "or the driver's own (PGPASSWORD, ~/.pgpass) instead", flush=True)
         fn, failures, t0 = objective(cfg, folder, metric, direction, verbose), 0, time.monotonic()
         main = threading.current_thread() is threading.main_thread()
         old = signal.signal(signal.SIGTERM, _raise_interrupt) if main else None
@@ -505,8 +579,16 @@ def _yaml_value(v) -> str:
     "A value as YAML in one line that reads back as the same value (`1.0e-05`, not `1e-05`, which YAML 1.1 reads as text)."
     return yaml.safe_dump(v, default_flow_style=True, width=10**6).strip().removesuffix('...').strip()
 
-def write_best_params(study, folder, metric:str='value') -> Optional[Path]:
+def results_lock(folder):
+    "A file lock in the study folder (`.results.lock`): workers write its results one at a time, so the last to read the study writes last."
+    from filelock import FileLock
+    Path(folder).mkdir(parents=True, exist_ok=True)
+    return FileLock(str(Path(folder)/'.results.lock'))
+
+def write_best_params(study, folder, metric:str='value', lock:bool=True) -> Optional[Path]:
     "`best_params.yaml` in `folder`: the best trial's values as dotted overrides; None before a trial completes."
+    if lock:
+        with results_lock(folder): return write_best_params(study, folder, metric, lock=False)
     best = best_trial(study)
     if best is None: return None
     head = (f"# best trial of study {study.study_name!r}: trial {best.number}, {metric} {best.value!r} ({study.direction.name.lower()})\n"
@@ -547,18 +629,19 @@ def write_study_plots(study, folder, metric:str='Objective Value', dpi:int=100) 
 
 def write_results(study, folder, metric:str='value') -> pd.DataFrame:
     "`trials.csv`, `best_params.yaml` and the plots in the study folder; returns the trials table."
-    df = trials_table(study, metric)
-    atomic_write(Path(folder)/'trials.csv', df.to_csv(index=False))
-    write_best_params(study, folder, metric)
-    write_study_plots(study, folder, metric)
+    with results_lock(folder):
+        df = trials_table(study, metric)
+        atomic_write(Path(folder)/'trials.csv', df.to_csv(index=False))
+        write_best_params(study, folder, metric, lock=False)
+        write_study_plots(study, folder, metric)
     return df
 
 # %% ../nbs/14_tune.ipynb #t47
 def best_from_storage(url:str, name:Optional[str]=None) -> dict:
     "The best trial's values of study `name` in storage `url` (the only study there when `name` is None)."
     optuna = import_optuna()
-    storage = open_storage(url)
-    names = optuna.study.get_all_study_names(storage)
+    storage = open_storage(url, key='--best-of')
+    names, url = optuna.study.get_all_study_names(storage), mask_url(url)
     if name is None:
         if len(names) != 1: raise ConfigError(f"--best-of: {url} holds {len(names)} studies ({', '.join(names) or 'none'}); name one: {url}#<study name>")
         name = names[0]

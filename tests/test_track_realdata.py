@@ -12,12 +12,12 @@ pytestmark = [pytest.mark.skipif(not (FLIES/'two_flies.slp').exists(), reason=f'
 
 @pytest.fixture(scope='module')
 def trained(tmp_path_factory):
-    "The run of configs/flies_gtr.yaml (motion-only GTR, about 10 s of training on 2 cores) and its scores on every fly video."
+    "The run of configs/gtr_flies.yaml (motion-only GTR, about 10 s of training on 2 cores) and its scores on every fly video."
     import torch; torch.set_num_threads(1)
     from medseg.track.config import load_track_config
     from medseg.track.data import read_sleap
     from medseg.track.task import TrackDataModule, fit_track
-    cfg = load_track_config(Path(__file__).parents[1]/'configs'/'flies_gtr.yaml', [f'paths.out_dir={tmp_path_factory.mktemp("runs")}'])
+    cfg = load_track_config(Path(__file__).parents[1]/'configs'/'gtr_flies.yaml', [f'paths.out_dir={tmp_path_factory.mktemp("runs")}'])
     r = fit_track(cfg)
     rows = {'two_flies 100-128': r.task.scores['test'].iloc[-1]}
     for n in ['three_flies', 'single_fly', 'two_flies_noisy_detections']:

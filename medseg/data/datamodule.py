@@ -156,9 +156,9 @@ class MedDataModule(L.LightningDataModule):
         "Write the built-in synthetic set when the manifest is missing and `generate` is on."
         c = self.cfg
         if self.target is not None: return  # the lab's data set reads its own files
+        if c.layout == 'manifest' and c.generate and c.manifest == 'manifest.csv':  # written when missing; a set of the other kind is refused
+            ensure_synthetic(self.data_dir, n=c.n_images, size=c.im_size, seed=self.seed, kind=c.synthetic); return
         if c.layout == 'manifest' and not (self.data_dir/c.manifest).exists():
-            if c.generate and c.manifest == 'manifest.csv':
-                ensure_synthetic(self.data_dir, n=c.n_images, size=c.im_size, seed=self.seed); return
             if not self.data_dir.exists():
                 raise DataError(f"data.data_dir {self.data_dir} does not exist: point data.data_dir at your data, "
                                 f"or set data.generate=true to write the built-in synthetic set there")
