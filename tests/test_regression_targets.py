@@ -73,10 +73,10 @@ README_HEADS = ('heads=[{name: mask, kind: seg}, {name: tags, kind: cls, classes
 
 @pytest.mark.slow
 def test_readme_multitask_example_learns_age_in_six_epochs(tmp_path):
-    "The README's example, unchanged (6 epochs): the age head reads pooled decoder features; R2 measured 0.53-0.70 over seeds 0, 1, 2, 42, checked >= 0.45."
+    "The README's example, unchanged (6 epochs): the age head reads pooled decoder features; R2 measured 0.53-0.86 over seeds 0, 1, 2, 42 (0.857 on the default 42), checked >= 0.45."
     r = train(load_config(overrides=[f'data.data_dir={tmp_path}/data', f'paths.out_dir={tmp_path}/runs', 'paths.run_name=readme',
                                      'checkpoint.monitor=val_tags_f1', 'trainer.test_after_fit=false', README_HEADS]))
     last = r.metrics.dropna(subset=['val_age_r2']).iloc[-1]
     assert last.epoch == 5
     assert last.val_age_r2 >= 0.45, last  # 0.05 below the slowest seed measured, for run-to-run spread; it was -7.8 with raw targets, -0.30 standardised alone
-    assert last.val_age_pearson >= 0.8 and last.val_mask_dice >= 0.94 and last.val_tags_f1 >= 0.78, last  # the other heads lose nothing (0.964 / 0.80 before)
+    assert last.val_age_pearson >= 0.8 and last.val_mask_dice >= 0.94 and last.val_tags_f1 >= 0.78, last  # the other heads lose nothing (seed 42: Dice 0.963, F1 0.870)
