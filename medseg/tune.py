@@ -23,11 +23,11 @@ __all__ = ['STORAGE_ENV', 'SAMPLERS', 'PRUNERS', 'TAKEN', 'PLOTS', 'WANDB_DISTRI
            'trial_config', 'check_search_spaces', 'study_dir', 'default_storage', 'sqlite_file', 'storage_url',
            'claim_lock', 'optuna_quiet', 'database_url', 'open_storage', 'make_sampler', 'make_pruner', 'worker_id',
            'worker_alive', 'requeue', 'recover_trials', 'next_trial', 'surplus', 'ServerLock', 'server_lock',
-           'PruningCallback', 'pruning_callback', 'train_with_callbacks', 'run_value', 'objective', 'study_objective',
-           'open_study', 'heartbeat', 'run_trial', 'trial_line', 'tune', 'best_trial', 'best_values', 'trials_table',
-           'results_lock', 'write_best_params', 'study_plots', 'write_study_plots', 'write_results',
-           'best_from_storage', 'best_overrides', 'wandb_search_space', 'wandb_sweep_overrides', 'load_wandb_sweep',
-           'tune_config', 'tune_parser', 'tune_summary', 'tune_main']
+           'PruningCallback', 'pruning_callback', 'run_value', 'objective', 'study_objective', 'open_study',
+           'heartbeat', 'run_trial', 'trial_line', 'tune', 'best_trial', 'best_values', 'trials_table', 'results_lock',
+           'write_best_params', 'study_plots', 'write_study_plots', 'write_results', 'best_from_storage',
+           'best_overrides', 'wandb_search_space', 'wandb_sweep_overrides', 'load_wandb_sweep', 'tune_config',
+           'tune_parser', 'tune_summary', 'tune_main']
 
 # %% ../nbs/14_tune.ipynb #t06
 def import_optuna():
@@ -369,11 +369,6 @@ def pruning_callback(trial, monitor:str) -> Callback:
     return PruningCallback(trial, monitor)
 
 # %% ../nbs/14_tune.ipynb #t35
-def train_with_callbacks(cfg:Config, callbacks=()):
-    "`medseg.run.train(cfg)` with extra Lightning callbacks (after medseg's own)."
-    from medseg.run import train
-    return train(cfg, callbacks=list(callbacks))
-
 def run_value(result, # a `medseg.run.RunResult`
               metric:str, direction:str) -> float:
     "A finished run's value for the study: the best (by `direction`) validation `metric` over its epochs."
@@ -398,6 +393,7 @@ def objective(cfg:Config, # the study's config (`optuna.search_spaces`)
     "The function Optuna optimises: `f(trial)` trains one medseg run with the trial's values and returns its value; a pruned run raises `optuna.TrialPruned`."
     folder = Path(folder)
     def f(trial) -> float:
+        from medseg.run import train  # when a trial runs: importing medseg.tune does not load the training stack
         optuna = import_optuna()
         values = suggest_overrides(trial, cfg.optuna.search_spaces)
         name = trial_name(trial.number)
@@ -405,7 +401,7 @@ def objective(cfg:Config, # the study's config (`optuna.search_spaces`)
         trial.set_user_attr('overrides', values); trial.set_user_attr('run_dir', str(run))
         tcfg = trial_config(cfg, values, folder/'trials', name)
         with _output_to(None if verbose else folder/'trials'/f'{name}.log'):
-            try: result = train_with_callbacks(tcfg, [pruning_callback(trial, metric)])
+            try: result = train(tcfg, callbacks=[pruning_callback(trial, metric)])
             except optuna.TrialPruned as e:
                 from medseg.run import update_summary
                 if (run/'config.yaml').exists(): update_summary(run, pruned=str(e))
