@@ -22,12 +22,12 @@ __all__ = ['STORAGE_ENV', 'SAMPLERS', 'PRUNERS', 'TAKEN', 'PLOTS', 'WANDB_DISTRI
            'import_optuna', 'suggest_value', 'suggest_overrides', 'grid_values', 'grid_size', 'trial_name',
            'trial_config', 'check_search_spaces', 'study_dir', 'default_storage', 'sqlite_file', 'storage_url',
            'claim_lock', 'optuna_quiet', 'database_url', 'open_storage', 'make_sampler', 'make_pruner', 'worker_id',
-           'worker_alive', 'requeue', 'recover_trials', 'next_trial', 'surplus', 'ServerLock', 'server_lock',
-           'PruningCallback', 'pruning_callback', 'run_value', 'objective', 'study_objective', 'open_study',
-           'heartbeat', 'run_trial', 'trial_line', 'tune', 'best_trial', 'best_values', 'trials_table', 'results_lock',
-           'write_best_params', 'study_plots', 'write_study_plots', 'write_results', 'best_from_storage',
-           'best_overrides', 'wandb_search_space', 'wandb_sweep_overrides', 'load_wandb_sweep', 'tune_config',
-           'tune_parser', 'tune_summary', 'tune_main']
+           'worker_alive', 'requeue', 'recover_trials', 'recovered_line', 'next_trial', 'surplus', 'ServerLock',
+           'server_lock', 'PruningCallback', 'pruning_callback', 'run_value', 'objective', 'study_objective',
+           'open_study', 'heartbeat', 'run_trial', 'trial_line', 'tune', 'best_trial', 'best_values', 'trials_table',
+           'results_lock', 'write_best_params', 'study_plots', 'write_study_plots', 'write_results',
+           'best_from_storage', 'best_overrides', 'wandb_search_space', 'wandb_sweep_overrides', 'load_wandb_sweep',
+           'tune_config', 'tune_parser', 'tune_summary', 'tune_main']
 
 # %% ../nbs/14_tune.ipynb #t06
 def import_optuna():
@@ -284,6 +284,12 @@ def recover_trials(study, storage,
     with optuna_quiet(): optuna.storages.fail_stale_trials(study)  # workers on other machines, by their heartbeat (`_stale_requeue`)
     return out + _STALE
 
+def recovered_line(study, number:int) -> str:
+    "What `tune` prints for trial `number`, which `recover_trials` failed: its values queued again, or none drawn yet."
+    t = study.get_trials(deepcopy=False)[number]
+    return (f"trial {number:>3}  failed    its worker stopped while it ran; "
+            + ("its values are queued again" if t.params else "it had drawn no values yet, so a fresh trial takes its place"))
+
 # %% ../nbs/14_tune.ipynb #t24
 def next_trial(study, storage, # the Optuna study and its storage
                o:OptunaConfig, # the `optuna` section (sampler, search spaces)
@@ -528,7 +534,7 @@ def tune(cfg:Config, # a config with an `optuna` section
         try:
             while not (o.timeout and time.monotonic() - t0 > o.timeout):
                 trial, recovered = next_trial(study, storage, o, n, seed, lock)
-                for r in recovered: print(f"trial {r:>3}  failed    its worker stopped while it ran; its values are queued again", flush=True)
+                for r in recovered: print(recovered_line(study, r), flush=True)
                 if trial is None: break
                 t1 = time.monotonic()
                 ft = run_trial(study, trial, fn, storage)

@@ -127,7 +127,7 @@ def test_two_workers_one_killed(postgres, tmp_path):
         while killed is None:  # until worker a runs a trial
             assert a.poll() is None and time.time() < deadline, f"worker a ended or never took a trial:\n{read(0)[-3000:]}\n{read(1)[-2000:]}"
             mine = [t for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))
-                    if t.user_attrs.get('worker', {}).get('pid') == a.pid]
+                    if t.user_attrs.get('worker', {}).get('pid') == a.pid and t.params]  # its values drawn: there is something to queue again
             if mine: killed = mine[0].number
             else: time.sleep(0.1)
         a.send_signal(signal.SIGKILL); a.wait(30)
