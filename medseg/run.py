@@ -26,9 +26,9 @@ __all__ = ['VERSIONED', 'fit', 'FORKING', 'MODES', 'TOOLS', 'git_state', 'packag
            'eval_run_dir', 'collect_predictions', 'sample_paths', 'write_plots', 'papermill_output_path',
            'papermill_output', 'keep_notebook', 'RunResult', 'read_metrics', 'check_im_size', 'implied_heads',
            'train_labels', 'with_run_heads', 'build_task', 'has_split', 'update_summary', 'write_scores',
-           'format_scores', 'write_batch_view', 'train', 'interactive', 'device_count', 'needs_child', 'child_strategy',
-           'child_config', 'fit_subprocess', 'score', 'test', 'validate', 'predict', 'find_checkpoints',
-           'markdown_table', 'evaluate', 'cli_parser', 'mode_rows', 'main']
+           'format_scores', 'write_batch_view', 'fit_recorded', 'train', 'interactive', 'device_count', 'needs_child',
+           'child_strategy', 'child_config', 'fit_subprocess', 'score', 'test', 'validate', 'predict',
+           'find_checkpoints', 'markdown_table', 'evaluate', 'cli_parser', 'mode_rows', 'main']
 
 # %% ../nbs/08_run.ipynb #c005
 VERSIONED = ('medseg', 'torch', 'torchvision', 'lightning', 'segmentation-models-pytorch', 'monai', 'timm',
@@ -93,15 +93,22 @@ def _comparable(cfg:Config) -> dict:
         if d['model']['classes'] == _OLD_IMPLIED['classes']: d['model']['classes'] = None
     return d
 
-def prepare_run_dir(cfg:Config) -> tuple[Path, Optional[Path]]:
-    "Create (or reopen) the run folder; return it and the checkpoint to resume from, if any."
-    run = run_dir_for(cfg)
+def prepare_run_dir(cfg, # a medseg config (or a tracking one, with `run`, `comparable` and `load`)
+                    run:Optional[Path]=None, # the folder; default `run_dir_for(cfg)`
+                    comparable=_comparable, # config -> the dict that must equal the saved config's for the folder to be this run's
+                    load=load_config, # reads the folder's saved `config.yaml`
+                   ) -> tuple[Path, Optional[Path]]:
+    """Create (or reopen) the run folder, with `config.yaml` (secrets masked) and `versions.json`; return it and the
+    `last.ckpt` to resume from (with `paths.resume`). A folder that holds another run, or something else, is refused."""
+    run = run or run_dir_for(cfg)
     last = run/'checkpoints'/'last.ckpt'
-    if not is_rank_zero(): return run, (last if cfg.paths.resume and last.exists() else None)  # DDP: rank 0 writes the folder
+    last = last if cfg.paths.resume and last.exists() else None
+    if not is_rank_zero(): return run, last  # DDP: rank 0 writes the folder
     saved = run/'config.yaml'
     if saved.exists():
-        old = load_config(saved)
-        if _comparable(old) != _comparable(cfg):
+        try: old = comparable(load(saved))
+        except ConfigError as e: raise ConfigError(f"{run} holds a config.yaml this medseg cannot read ({e}). Choose another paths.run_name, or delete the folder to start over.") from None
+        if old != comparable(cfg):
             raise ConfigError(f"{run} already holds a different run (its config.yaml differs). "
                               f"Choose another paths.run_name, or delete the folder to start over.")
     elif run.exists() and any(run.iterdir()):
@@ -109,8 +116,7 @@ def prepare_run_dir(cfg:Config) -> tuple[Path, Optional[Path]]:
     run.mkdir(parents=True, exist_ok=True)
     save_config(cfg, saved)
     atomic_write(run/'versions.json', json.dumps(package_versions(), indent=1))
-    last = run/'checkpoints'/'last.ckpt'
-    return run, (last if cfg.paths.resume and last.exists() else None)
+    return run, last
 
 # %% ../nbs/08_run.ipynb #c009
 def resolve_monitors(cfg:CheckpointConfig, # the `checkpoint` section
@@ -440,6 +446,27 @@ def write_batch_view(run:Path, dm) -> Path:
     buf = _io.BytesIO(); fig.savefig(buf, dpi=100); plt.close(fig)
     return atomic_write(Path(run)/'plots'/'batch.png', buf.getvalue())
 
+def fit_recorded(trainer, task, dm, # a `lightning.Trainer` writing into `run`, the LightningModule, the DataModule
+                 run:Path, # the run folder
+                 monitors:list[tuple[str, str]], # (metric, mode) pairs, the first the run's score
+                 resume_from=None, # the checkpoint to continue from
+                ) -> tuple[Optional[float], Optional[Path]]:
+    """`trainer.fit`, with the run folder's books kept: `metrics.csv` continued across a resumption, and in `summary.json`
+    the best score and checkpoint of each monitored metric, epochs, seconds. Returns the run score's best value and checkpoint."""
+    if is_rank_zero() and resume_from: _set_aside_metrics(run)
+    t0 = time.time()
+    trainer.fit(task, datamodule=dm, ckpt_path=resume_from)
+    cks = [c for c in trainer.checkpoint_callbacks if getattr(c, 'monitor', None)]
+    bests = {c.monitor: dict(score=float(c.best_model_score) if c.best_model_score is not None else None,
+                             ckpt=c.best_model_path or None) for c in cks}
+    monitor = monitors[0][0]
+    best, path = bests.get(monitor, {}).get('score'), bests.get(monitor, {}).get('ckpt')
+    if trainer.is_global_zero:
+        _merge_metrics(run)
+        update_summary(run, best_score=best, monitor=monitor, best_ckpt=path, best=bests, epochs=trainer.current_epoch,
+                       seconds=round(time.time() - t0, 1), resumed_from=str(resume_from) if resume_from else None)
+    return best, Path(path) if path else None
+
 @quietly
 def train(cfg:Config, # the whole config
           ckpt_path=None, # resume from this checkpoint (weights, optimizer, epoch); default: the run folder's `last.ckpt`
@@ -459,20 +486,9 @@ def train(cfg:Config, # the whole config
     if zero: dm.write_skipped(run)  # `on_bad_sample: skip` lists every skipped sample in run/skipped_samples.csv
     if zero and cfg.data.view_batch: write_batch_view(run, dm)
     trainer = build_trainer(cfg, run, monitors, callbacks)
-    if zero and resume_from: _set_aside_metrics(run)
-    t0 = time.time()
     with run_name_for_ranks(run.name):  # DDP's launcher runs this command again for the other ranks: one run folder for all
-        trainer.fit(task, datamodule=dm, ckpt_path=resume_from)
-    zero = trainer.is_global_zero
-    if zero: _merge_metrics(run)
-    cks = [c for c in trainer.checkpoint_callbacks if getattr(c, 'monitor', None)]
-    bests = {c.monitor: dict(score=float(c.best_model_score) if c.best_model_score is not None else None,
-                             ckpt=c.best_model_path or None) for c in cks}
-    monitor = monitors[0][0]
-    best, best_path = bests.get(monitor, {}).get('score'), bests.get(monitor, {}).get('ckpt')
-    best_path = Path(best_path) if best_path else None
-    if zero: update_summary(run, best_score=best, monitor=monitor, best_ckpt=str(best_path) if best_path else None, best=bests,
-                            epochs=trainer.current_epoch, seconds=round(time.time() - t0, 1), resumed_from=str(resume_from) if resume_from else None)
+        best, best_path = fit_recorded(trainer, task, dm, run, monitors, resume_from)
+    zero, monitor = trainer.is_global_zero, monitors[0][0]
     if cfg.trainer.test_after_fit and not cfg.trainer.fast_dev_run and has_split(dm, 'test'):
         scores = _scores(trainer.test(task, datamodule=dm, ckpt_path=str(best_path) if best_path else None, verbose=False))
         if zero: write_scores(run, scores, 'test'); print(format_scores(scores, f"test ({best_path.name if best_path else 'last weights'})"))

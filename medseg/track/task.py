@@ -16,11 +16,11 @@ import lightning as L
 from torch.utils.data import DataLoader
 
 from ..console import end_table, quietly, use_progress_bar
-from ..config import atomic_write, config_to_dict, resolve_path, save_config, seed_everything
+from ..config import atomic_write, config_to_dict, mask_secrets, resolve_path, save_config, seed_everything
 from ..core import ConfigError, instantiate
 from ..io import DataError
-from ..run import (RunResult, _merge_metrics, _set_aside_metrics, checkpoint_file, format_scores, load_checkpoint,
-                        is_rank_zero, package_versions, read_metrics, run_callbacks, update_summary, write_scores)
+from ..run import (RunResult, checkpoint_file, fit_recorded, format_scores, is_rank_zero, load_checkpoint, prepare_run_dir,
+                        read_metrics, run_callbacks, update_summary, write_scores)
 from ..task import OptimMixin, ProgressBar
 from .config import TrackConfig, TrackerConfig, TrackMetricsConfig, load_track_config, metric_mode
 from .data import (ClipDataset, CropCache, Frame, clip_batch, collate_clips, crop_instances, frame_image, read_sleap,
@@ -228,23 +228,12 @@ def track_run_dir(cfg:TrackConfig) -> Path:
 
 def _comparable(cfg:TrackConfig) -> dict:
     "The config as saved, minus what may differ between a run and its resumption."
-    d = config_to_dict(cfg); d['trainer'].pop('max_epochs', None); d.pop('predict', None)
+    d = mask_secrets(config_to_dict(cfg)); d['trainer'].pop('max_epochs', None); d.pop('predict', None)
     return d
 
 def prepare_track_run(cfg:TrackConfig) -> tuple[Path, Optional[Path]]:
-    "Create (or reopen) the run folder: `config.yaml`, `versions.json`; returns it and the `last.ckpt` to resume from, if any."
-    run = track_run_dir(cfg); saved = run/'config.yaml'
-    if saved.exists():
-        try: old = load_track_config(saved)
-        except ConfigError: old = None
-        if old is None or _comparable(old) != _comparable(cfg):
-            raise ConfigError(f"{run} already holds a different run (its config.yaml differs). Choose another paths.run_name, or delete the folder to start over.")
-    elif run.exists() and any(run.iterdir()): raise ConfigError(f"{run} exists and is not a medseg run folder; choose another paths.run_name")
-    run.mkdir(parents=True, exist_ok=True)
-    save_config(cfg, saved)
-    atomic_write(run/'versions.json', json.dumps(package_versions(), indent=1))
-    last = run/'checkpoints'/'last.ckpt'
-    return run, (last if cfg.paths.resume and last.exists() else None)
+    "Create (or reopen) the run folder (`medseg.run.prepare_run_dir`): `config.yaml`, `versions.json`; returns it and the `last.ckpt` to resume from, if any."
+    return prepare_run_dir(cfg, track_run_dir(cfg), _comparable, load_track_config)
 
 def track_monitors(cfg:TrackConfig, validating:bool=True) -> list[tuple[str, str]]:
     "(metric, mode) per monitored metric; without validation, the training loss (a val metric cannot be watched)."
@@ -326,17 +315,8 @@ def fit_track(cfg:TrackConfig, # the whole tracking config
         print(f"view_batch.no_train: {run/'plots'/'batch.png'} written, no training")
         return RunResult(run, None, None, pd.DataFrame(), monitors[0][0], task, dm)
     trainer = build_track_trainer(cfg, run, monitors, validating)
-    if resume: _set_aside_metrics(run)
-    t0 = time.time()
-    trainer.fit(task, datamodule=dm, ckpt_path=resume)
-    _merge_metrics(run)
-    cks = [c for c in trainer.checkpoint_callbacks if getattr(c, 'monitor', None)]
-    bests = {c.monitor: dict(score=float(c.best_model_score) if c.best_model_score is not None else None, ckpt=c.best_model_path or None) for c in cks}
+    best, best_path = fit_recorded(trainer, task, dm, run, monitors, resume)
     monitor = monitors[0][0]
-    best, best_path = bests.get(monitor, {}).get('score'), bests.get(monitor, {}).get('ckpt')
-    best_path = Path(best_path) if best_path else None
-    update_summary(run, best_score=best, monitor=monitor, best_ckpt=str(best_path) if best_path else None, best=bests, epochs=trainer.current_epoch,
-                   seconds=round(time.time() - t0, 1), resumed_from=str(resume) if resume else None)
     if cfg.trainer.test_after_fit and not cfg.trainer.fast_dev_run and dm.has_split('test'):
         scores = _scores(trainer.test(task, datamodule=dm, ckpt_path=str(best_path) if best_path else None, verbose=False))
         write_scores(run, scores, 'test'); print(format_scores(scores, f"test ({best_path.name if best_path else 'last weights'})"))
