@@ -696,7 +696,7 @@ MODES = {'fit': 'train a model, then test its best checkpoint on the test split'
 
 TOOLS = {'sweep': 'run a papermill notebook over a grid of parameters on every GPU or CPU slot (medseg sweep FILE --help)',
          'tune': "search hyperparameters with Optuna: the config's optuna section, or a W&B sweep file (medseg tune -c CONFIG --help)",
-         'slurm': 'write a SLURM batch script that trains a config with DDP on several nodes (medseg slurm -c CONFIG --nodes N --gpus G --help)',
+         'slurm': 'write a SLURM batch script: DDP on several nodes, or an array of tune workers (medseg slurm -c CONFIG --nodes N --gpus G | --workers N)',
          'track-eval': 'score a tracking result against ground truth with MOT metrics (medseg track-eval GT RESULT [--max-dist D])'}
 
 def cli_parser() -> argparse.ArgumentParser:

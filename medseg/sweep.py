@@ -24,7 +24,7 @@ __all__ = ['RUN_PARAMS', 'WANDB_KEYS', 'LOCAL_KEYS', 'SPEC_KEYS', 'DISTRIBUTIONS
            'sweep_metric', 'sweep_table', 'varying', 'plot_summary', 'markdown_summary', 'write_summary',
            'sweep_parser', 'sweep_main', 'wandb_parameters', 'param_distribution', 'draw_value', 'from_wandb',
            'wandb_spec', 'check_wandb_reachable', 'wandb_job', 'run_wandb_job', 'jobs_on_disk', 'run_wandb',
-           'slurm_script', 'slurm_parser', 'slurm_main']
+           'slurm_script', 'slurm_tune_script', 'slurm_parser', 'tune_storage_note', 'slurm_main']
 
 # %% ../nbs/15_sweep.ipynb #s06
 class SweepConfig(Section):
@@ -778,6 +778,11 @@ def run_wandb(path, # the W&B sweep file
 SLURM_TIME = re.compile(r'^(\d+-)?\d+(:\d{2}){0,2}$')  # minutes, MM:SS, HH:MM:SS, D-HH, D-HH:MM, D-HH:MM:SS
 SET_BY_SLURM = ('trainer.num_nodes', 'trainer.devices', 'trainer.strategy', 'trainer.accelerator')
 
+def _sbatch_head(sb:dict) -> list[str]: return ['#!/bin/bash', *(f'#SBATCH --{k}={v}' for k, v in sb.items() if v is not None)]
+
+def _sbatch_body(root:Path, cmd:list[str]) -> list[str]:
+    return ['set -euo pipefail', f'cd {shlex.quote(str(root))}', 'export OMP_NUM_THREADS=${SLURM_CPUS_PER_TASK:-1}', 'srun ' + ' '.join(cmd)]
+
 def slurm_script(config, # the run's YAML config, as `medseg fit -c` takes it (relative to `root`, or absolute)
                  nodes:int=1, # nodes
                  gpus:int=1, # GPUs per node: one task (one DDP rank) each
@@ -799,19 +804,44 @@ def slurm_script(config, # the run's YAML config, as `medseg fit -c` takes it (r
           'partition': partition, 'account': account, 'mem': mem, 'output': f'{root/log_dir}/%x-%j.out', 'signal': 'SIGUSR1@90'}
     fit = [shlex.quote(f'{venv}/bin/medseg'), 'fit', '-c', shlex.quote(str(config)), 'trainer.accelerator=gpu', f'trainer.num_nodes={nodes}',
            f'trainer.devices={gpus}', 'trainer.strategy=ddp', *map(shlex.quote, overrides), *([f'"paths.run_name={run_name}"'] if run_name else [])]  # the name last: it wins
-    return '\n'.join(['#!/bin/bash', *(f'#SBATCH --{k}={v}' for k, v in sb.items() if v is not None),
+    return '\n'.join([*_sbatch_head(sb),
                       f'# Written by `medseg slurm`: {nodes} node{"s" * (nodes != 1)} x {gpus} GPU{"s" * (gpus != 1)}, one task (one DDP rank) per GPU;',
                       '# Lightning reads each rank from SLURM. On SIGUSR1, 90 s before the time limit, it checkpoints and requeues the job,',
-                      '# which keeps its id: the same run folder, resumed.', 'set -euo pipefail', f'cd {shlex.quote(str(root))}',
-                      'export OMP_NUM_THREADS=${SLURM_CPUS_PER_TASK:-1}', 'srun ' + ' '.join(fit)]) + '\n'
+                      '# which keeps its id: the same run folder, resumed.', *_sbatch_body(root, fit)]) + '\n'
+
+# %% ../nbs/15_sweep.ipynb #l04b
+def slurm_tune_script(config, # the study's YAML config (its `optuna` section), as `medseg tune -c` takes it
+                      workers:int=4, # array tasks: `medseg tune` workers, one GPU each
+                      time:Optional[str]=None, # each worker's wall-time limit, e.g. 12:00:00
+                      partition:Optional[str]=None, account:Optional[str]=None, # where the workers run and who pays
+                      cpus_per_task:int=2, # cores of each worker
+                      mem:Optional[str]=None, # memory per worker, e.g. 32G
+                      job_name:str='medseg-tune', # SLURM's job name (`%x` in the logs' names)
+                      overrides=(), # dotted overrides for every worker
+                      venv:str='.venv', # the virtual environment, relative to `root`
+                      root=None, # the project root on the cluster; default: this one
+                      log_dir:str='runs/slurm', # where SLURM writes each task's output, relative to `root`
+                     ) -> str:
+    "A SLURM batch script: an array of `workers` tasks, each a `medseg tune` worker on one GPU, all on the study of `config`."
+    from medseg.config import project_root
+    root = Path(root or project_root())
+    sb = {'job-name': job_name, 'array': f'0-{workers - 1}', 'ntasks': 1, 'gpus-per-task': 1, 'cpus-per-task': cpus_per_task, 'time': time,
+          'partition': partition, 'account': account, 'mem': mem, 'output': f'{root/log_dir}/%x-%A_%a.out'}
+    tune = [shlex.quote(f'{venv}/bin/medseg'), 'tune', '-c', shlex.quote(str(config)), 'trainer.accelerator=gpu', 'trainer.devices=1',
+            *map(shlex.quote, overrides)]
+    return '\n'.join([*_sbatch_head(sb), f'# Written by `medseg slurm --workers {workers}`: {workers} `medseg tune` worker{"s" * (workers != 1)}, one GPU each, share',
+                      "# the study through its storage. At the time limit each worker queues its trial's values again; submit again to continue.",
+                      *_sbatch_body(root, tune)]) + '\n'
 
 # %% ../nbs/15_sweep.ipynb #l06
 def slurm_parser() -> argparse.ArgumentParser:
     "The `medseg slurm` argument parser."
-    p = argparse.ArgumentParser(prog='medseg slurm', description='Write a SLURM batch script that trains a config with DDP on several nodes (submit it with sbatch).')
+    p = argparse.ArgumentParser(prog='medseg slurm', description='Write a SLURM batch script that trains a config with DDP on several nodes, '
+                                'or (--workers) an array of `medseg tune` workers on its study; submit it with sbatch.')
     p.add_argument('--config', '-c', required=True, help='the YAML config to train')
-    p.add_argument('--nodes', type=int, default=1, help='nodes (default 1)')
-    p.add_argument('--gpus', type=int, default=1, help='GPUs per node, one task (DDP rank) each (default 1)')
+    p.add_argument('--nodes', type=int, default=None, help='nodes (default 1)')
+    p.add_argument('--gpus', type=int, default=None, help='GPUs per node, one task (DDP rank) each (default 1)')
+    p.add_argument('--workers', type=int, default=None, help="an array of this many `medseg tune` workers, one GPU each, on the config's study")
     p.add_argument('--time', default=None, help='wall-time limit: HH:MM:SS, D-HH:MM:SS or minutes')
     p.add_argument('--partition', default=None, help='SLURM partition')
     p.add_argument('--account', default=None, help='SLURM account')
@@ -823,30 +853,45 @@ def slurm_parser() -> argparse.ArgumentParser:
     p.add_argument('overrides', nargs='*', help='dotted overrides for every rank, e.g. trainer.max_epochs=50')
     return p
 
+def tune_storage_note(cfg) -> str:
+    "Where the workers of `cfg`'s study meet, and a warning when it is the study folder's SQLite file (no good across nodes)."
+    from medseg.tune import storage_url, study_dir
+    url, source = storage_url(cfg.optuna, study_dir(cfg, cfg.optuna.study_name or 'study'))
+    from medseg.config import mask_url
+    if source != 'the study folder': return f"the workers share the study at {mask_url(url)} (from {source})"
+    return (f"note: the study's storage is SQLite in the study folder ({url}): fine for workers on one node; for several, give them "
+            "a database server (optuna.storage, or $MEDSEG_OPTUNA_STORAGE exported before sbatch)")
+
 def slurm_main(argv=None) -> int:
     "The `medseg slurm` command: writes the batch script; 0 written, 2 a bad argument or config."
     a = slurm_parser().parse_args(argv)
     from medseg.config import load_config, project_root
     try:
-        for k, v in (('--nodes', a.nodes), ('--gpus', a.gpus), ('--cpus-per-task', a.cpus_per_task)):
+        for k, v in (('--nodes', a.nodes), ('--gpus', a.gpus), ('--workers', a.workers), ('--cpus-per-task', a.cpus_per_task)):
             if v is not None and v < 1: raise ConfigError(f"{k}: {v}; give a positive number")
         if a.time is not None and not SLURM_TIME.match(a.time):
             raise ConfigError(f"--time: {a.time!r} is not a SLURM time limit; give HH:MM:SS, D-HH:MM:SS or minutes, e.g. 04:00:00")
         for o in a.overrides:
             if (key := o.partition('=')[0].strip()) in SET_BY_SLURM: raise ConfigError(f"{key}: set by `medseg slurm` from --nodes and --gpus; leave it out")
+        if a.workers and (a.nodes or a.gpus): raise ConfigError(f"{'--nodes' if a.nodes else '--gpus'}: a study's workers take one GPU each; leave it out with --workers")
         cfg = load_config(a.config, a.overrides)  # a bad config fails here, not after the queue
+        if a.workers and not (cfg.optuna and cfg.optuna.search_spaces):
+            raise ConfigError(f"optuna: {a.config} has no study to run (an `optuna` section with `search_spaces`); --workers runs `medseg tune` workers")
         from medseg.run import model_label
         root, path = project_root(), Path(a.config).resolve()
         config = path.relative_to(root) if path.is_relative_to(root) else path
-        job = a.job_name or f'medseg-{path.stem}'
-        text = slurm_script(config, a.nodes, a.gpus, None if cfg.paths.run_name else f'{model_label(cfg)}-slurm${{SLURM_JOB_ID}}', a.time, a.partition,
-                            a.account, a.cpus_per_task or max(2, cfg.data.num_workers + 1), a.mem, job, a.overrides, a.venv, root)
+        job = a.job_name or f"medseg-{'tune-' * bool(a.workers)}{path.stem}"
+        cpus = a.cpus_per_task or max(2, cfg.data.num_workers + 1)
+        if a.workers: text = slurm_tune_script(config, a.workers, a.time, a.partition, a.account, cpus, a.mem, job, a.overrides, a.venv, root)
+        else: text = slurm_script(config, a.nodes or 1, a.gpus or 1, None if cfg.paths.run_name else f'{model_label(cfg)}-slurm${{SLURM_JOB_ID}}', a.time, a.partition,
+                            a.account, cpus, a.mem, job, a.overrides, a.venv, root)
         out = resolve_path(a.output or f'runs/slurm/{job}.sbatch')
         resolve_path('runs/slurm').mkdir(parents=True, exist_ok=True)  # SLURM does not create the log folder
         atomic_write(out, text); out.chmod(0o755)
     except ConfigError as e:
         print(f"medseg slurm: {' '.join(str(e).splitlines())}", file=sys.stderr); return 2  # one line
     print(f"wrote {out}\nsubmit it with: sbatch {out}")
+    if a.workers: print(tune_storage_note(cfg))
     return 0
 
 # %% ../nbs/15_sweep.ipynb #s54
