@@ -18,14 +18,14 @@ from lightning.pytorch.loggers import CSVLogger, Logger, MLFlowLogger, TensorBoa
 from lightning.pytorch.loggers.logger import rank_zero_experiment
 from lightning.pytorch.utilities import rank_zero_only
 
-from .config import LoggingConfig, atomic_write
+from .config import LoggingConfig, atomic_write, mask_url
 from .core import ConfigError
 
 # %% auto #0
-__all__ = ['EXTRAS', 'HTTP_BUDGET', 'LOGGERS', 'IMAGES', 'require_logger', 'ClearMLLogger', 'clearml_scalars', 'is_server',
-           'mlflow_uri', 'http_budget', 'check_mlflow_server', 'run_params', 'run_tags', 'ResilientMLFlowLogger',
-           'check_loggers', 'build_loggers', 'wandb_records', 'wandb_history', 'wandb_artifacts', 'run_images',
-           'close_loggers', 'log_run_files']
+__all__ = ['EXTRAS', 'HTTP_BUDGET', 'LOGGER_RUNS', 'LOGGERS', 'IMAGES', 'require_logger', 'ClearMLLogger', 'clearml_scalars',
+           'is_server', 'mlflow_uri', 'http_budget', 'check_mlflow_server', 'run_params', 'run_tags', 'logger_runs',
+           'note_logger_run', 'ResilientMLFlowLogger', 'continued_mlflow_run', 'check_loggers', 'build_loggers',
+           'wandb_records', 'wandb_history', 'wandb_artifacts', 'run_images', 'close_loggers', 'log_run_files']
 
 # %% ../nbs/07c_loggers.ipynb #g005
 EXTRAS = {'tensorboard': ('tensorboardX', 'tensorboard'), 'wandb': ('wandb',), 'mlflow': ('mlflow',), 'clearml': ('clearml',)}  # logger: packages, any one will do
@@ -197,6 +197,20 @@ def run_tags(run:Path, # a run folder
     return tags
 
 # %% ../nbs/07c_loggers.ipynb #h5l
+LOGGER_RUNS = 'logger_runs.json'  # in the run folder: the W&B and MLflow runs its loggers wrote to
+
+def logger_runs(run:Path) -> dict:
+    "The W&B and MLflow runs a run folder's loggers wrote to (`logger_runs.json`), which a resumed run continues; `{}` before any."
+    p = Path(run)/LOGGER_RUNS
+    try: return json.loads(p.read_text()) if p.is_file() else {}
+    except ValueError: return {}  # unreadable: the resumed run starts new logger runs
+
+@rank_zero_only
+def note_logger_run(run:Path, name:str, **where):
+    "Record logger `name`'s run (`where`: its id, and the project or server it lives in) in the run folder's `logger_runs.json`."
+    Path(run).mkdir(parents=True, exist_ok=True)
+    atomic_write(Path(run)/LOGGER_RUNS, json.dumps({**logger_runs(run), name: where}, indent=1))
+
 class ResilientMLFlowLogger(MLFlowLogger):
     "Lightning's `MLFlowLogger` for a medseg run folder: its config as parameters, its place and git commit as tags; a failed call is counted, not raised."
     def __init__(self, tracking_uri:str, # `http://host:port`, or a database URI (`sqlite:///<run>/mlflow.db`)
@@ -205,12 +219,14 @@ class ResilientMLFlowLogger(MLFlowLogger):
                  artifact_location:Optional[str]=None, # where a new experiment keeps its artifacts; None: the server's choice
                  log_best:bool=False, # `log_run_files` uploads the best checkpoint too
                  retry_after:float=60., # seconds without trying after a failed call
+                 run_id:Optional[str]=None, # an MLflow run to continue (a resumed run's); None: a new one
                 ):
         super().__init__(experiment_name=experiment_name, run_name=Path(run).name, tracking_uri=tracking_uri,
-                         tags=run_tags(run), artifact_location=artifact_location)
+                         tags=run_tags(run), artifact_location=artifact_location, run_id=run_id)
         self.run_dir, self.log_best, self.retry_after = Path(run), log_best, retry_after
         self.unsent, self.failed, self.error = {}, {}, None  # metric: {values, first_step, last_step}; other call: count; the first failure
-        self._down_at, self._params_sent, self._reported = None, False, False
+        self._down_at, self._params_sent, self._reported = None, run_id is not None, False  # a continued run has its parameters
+        self._noted = run_id is not None  # the run is in `logger_runs.json`
 
     def _send(self, what:str, call, keys=(), step=None):
         "`call()`; when it fails, or one failed less than `retry_after` s ago, count `keys` (else `what`) as unsent and return None."
@@ -218,6 +234,8 @@ class ResilientMLFlowLogger(MLFlowLogger):
             try:
                 with http_budget(): out = call()
                 self._down_at = None
+                if self._run_id and not self._noted:  # the MLflow run exists now: a resumed run continues it
+                    self._noted = True; note_logger_run(self.run_dir, 'mlflow', uri=mask_url(self._tracking_uri), run_id=self._run_id)
                 return out
             except Exception as e:
                 if self._down_at is None:
@@ -293,14 +311,31 @@ def _tensorboard(cfg:LoggingConfig, run:Path):
     return TensorBoardLogger(save_dir=str(run), name='', version='tensorboard', default_hp_metric=False)
 
 def _wandb(cfg:LoggingConfig, run:Path):
-    lg = WandbLogger(project=cfg.project, save_dir=str(run), name=run.name, mode=cfg.wandb_mode, log_model=cfg.log_model)
+    import uuid
+    ours = not os.environ.get('WANDB_RUN_ID') and getattr(sys.modules.get('wandb'), 'run', None) is None  # not a sweep agent's run, nor the user's open one
+    prev = logger_runs(run).get('wandb') or {}
+    rid = (prev.get('id') if prev.get('project') == cfg.project else None) or uuid.uuid4().hex[:8]
+    lg = WandbLogger(project=cfg.project, save_dir=str(run), name=run.name, mode=cfg.wandb_mode, log_model=cfg.log_model,
+                     **(dict(id=rid, resume='allow') if ours else {}))
+    if ours: note_logger_run(run, 'wandb', project=cfg.project, id=rid)  # a resumed run continues this W&B run
     lg.finish_run = getattr(sys.modules.get('wandb'), 'run', None) is None  # a W&B run already open (the user's) is used, not finished
     return lg
 
+def continued_mlflow_run(run:Path, uri:str) -> Optional[str]:
+    "The MLflow run that run folder `run` wrote to at `uri` before (a resumed run continues it), if it is still there."
+    prev = logger_runs(run).get('mlflow') or {}
+    if not prev.get('run_id') or prev.get('uri') != mask_url(uri): return None
+    from mlflow import MlflowClient
+    try:
+        with http_budget(): stage = MlflowClient(uri).get_run(prev['run_id']).info.lifecycle_stage
+    except Exception: return None  # not on this server: a new run
+    return prev['run_id'] if stage == 'active' else None  # deleted: a new run
+
 def _mlflow(cfg:LoggingConfig, run:Path):
-    if uri := mlflow_uri(cfg): return ResilientMLFlowLogger(uri, run, cfg.project, log_best=True)  # a server: it keeps the best checkpoint
-    return ResilientMLFlowLogger(f"sqlite:///{run/'mlflow.db'}", run, cfg.project, artifact_location=(run/'mlflow-artifacts').as_uri(),
-                                 log_best=bool(cfg.log_model))
+    server = mlflow_uri(cfg)
+    uri = server or f"sqlite:///{run/'mlflow.db'}"
+    kw = dict(log_best=True) if server else dict(artifact_location=(run/'mlflow-artifacts').as_uri(), log_best=bool(cfg.log_model))  # a server keeps the best checkpoint
+    return ResilientMLFlowLogger(uri, run, cfg.project, run_id=continued_mlflow_run(run, uri), **kw)
 
 def _clearml(cfg:LoggingConfig, run:Path):
     return ClearMLLogger(cfg.project, run.name, run/'clearml', offline=cfg.clearml_offline, log_model=cfg.log_model)

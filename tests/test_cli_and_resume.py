@@ -14,9 +14,11 @@ def test_cli_bad_config_is_one_clear_line(tmp_path):
     r = run([str(BIN/'medseg'), 'fit', '--config', str(tmp_path/'missing.yaml')])
     assert r.returncode == 2 and 'config file not found' in r.stderr
 
-def test_cli_fit_and_killed_run_resumes(tmp_path, tiny):
-    "SIGKILL a run after its first checkpoint; the same command resumes from last.ckpt and finishes."
-    args = [str(BIN/'medseg'), 'fit', *tiny, 'paths.run_name=kill', 'trainer.max_epochs=6', 'data.n_images=32']
+def test_cli_fit_and_killed_run_resumes(tmp_path, tiny, monkeypatch):
+    "SIGKILL a run after its first checkpoint; the same command resumes from last.ckpt, finishes, and goes on logging into the same MLflow and W&B runs."
+    for k in ('WANDB_DATA_DIR', 'WANDB_CACHE_DIR', 'WANDB_CONFIG_DIR', 'WANDB_ARTIFACT_DIR'): monkeypatch.setenv(k, str(tmp_path/'wandb-home'))
+    monkeypatch.setenv('WANDB_SILENT', 'true')
+    args = [str(BIN/'medseg'), 'fit', *tiny, 'paths.run_name=kill', 'trainer.max_epochs=6', 'data.n_images=32', 'logging.loggers=[csv,mlflow,wandb]']
     run_dir = tmp_path/'runs'/'kill'
     p = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     try:
@@ -37,6 +39,16 @@ def test_cli_fit_and_killed_run_resumes(tmp_path, tiny):
     import pandas as pd
     m = pd.read_csv(run_dir/'metrics.csv')
     assert sorted(m.dropna(subset=['val_mask_dice']).epoch.unique()) == list(range(6))
+    # one MLflow run holds every epoch's score; both parts of the W&B run carry one id
+    from mlflow import MlflowClient
+    client = MlflowClient(f"sqlite:///{run_dir/'mlflow.db'}")
+    runs = client.search_runs([client.get_experiment_by_name('medseg').experiment_id])
+    assert len(runs) == 1, [r.info.run_id for r in runs]
+    assert sorted({h.step for h in client.get_metric_history(runs[0].info.run_id, 'val_mask_dice')}) == sorted(m.dropna(subset=['val_mask_dice']).step.unique())
+    ids = json.loads((run_dir/'logger_runs.json').read_text())
+    assert ids['mlflow']['run_id'] == runs[0].info.run_id
+    parts = sorted((run_dir/'wandb').glob('offline-run-*'))
+    assert len(parts) == 2 and all(p.name.endswith('-' + ids['wandb']['id']) for p in parts), parts
 
 def test_different_run_in_same_folder_is_refused(tmp_path, tiny):
     ok = run([str(BIN/'medseg'), 'fit', *tiny, 'paths.run_name=x', 'trainer.max_epochs=1'])
