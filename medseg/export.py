@@ -14,7 +14,8 @@ from torch import nn
 from .config import ConfigError, did_you_mean
 
 # %% auto #0
-__all__ = ['FORMATS', 'FlatOutputs', 'output_names', 'in_channels_of', 'load_exported', 'max_difference', 'export']
+__all__ = ['FORMATS', 'FlatOutputs', 'output_names', 'in_channels_of', 'load_exported', 'max_difference', 'declare_shapes',
+           'export']
 
 # %% ../nbs/04b_export.ipynb #c006
 FORMATS = ('onnx', 'torchscript')
@@ -90,6 +91,22 @@ def max_difference(model:nn.Module, exported, x:torch.Tensor,
     return diff(ref, got)
 
 # %% ../nbs/04b_export.ipynb #c010
+def declare_shapes(path, # an ONNX file
+                   shapes:dict, # output name: its shape for the example batch
+                   axes:dict, # output name: {dim: name} of its dynamic dims
+                  ):
+    """Declare each output's shape in the ONNX file: named dynamic dims, the example's sizes elsewhere. The legacy exporter's
+    shape inference can name a mask's height after the batch (`['batch', 1, 'batch', 'Split_dim_3']`)."""
+    import onnx
+    m = onnx.load(str(path))
+    for o in m.graph.output:
+        dims = o.type.tensor_type.shape.dim
+        if o.name not in shapes or len(dims) != len(shapes[o.name]): continue
+        for k, d in enumerate(dims):
+            if k in axes[o.name]: d.dim_param = axes[o.name][k]
+            else: d.dim_value = shapes[o.name][k]
+    onnx.save(m, str(path))
+
 def export(model:nn.Module, # the trained network (a tensor or a `{head: tensor}` out)
            path, # output file (`.onnx` for ONNX, e.g. `.pt` for TorchScript)
            format:str='onnx', # `onnx` or `torchscript`
@@ -112,11 +129,13 @@ def export(model:nn.Module, # the trained network (a tensor or a `{head: tensor}
         if format == 'onnx':
             outs = names or ['logits']
             axes = {0: 'batch', 2: 'height', 3: 'width'} if dynamic_size else {0: 'batch'}
+            shapes = {n: tuple(o.shape) for n, o in zip(outs, _outputs(model, x))}
+            out_axes = {n: dict(axes) if len(sh) == 4 else {0: 'batch'} for n, sh in shapes.items()}
             with torch.no_grad():
                 # the wrapper must be in eval mode too: the exporter restores *its* mode, recursively, afterwards
                 torch.onnx.export((FlatOutputs(model, names) if names else model).eval(), (x,), str(path), dynamo=False,
-                                  input_names=['image'], output_names=outs, opset_version=opset,
-                                  dynamic_axes={'image': axes, **{n: dict(axes) if o.ndim == 4 else {0: 'batch'} for n, o in zip(outs, _outputs(model, x))}})
+                                  input_names=['image'], output_names=outs, opset_version=opset, dynamic_axes={'image': axes, **out_axes})
+            declare_shapes(path, shapes, out_axes)
         else:  # TorchScript keeps the dict of a multi-task model
             with torch.no_grad(): torch.jit.save(torch.jit.trace(model, x, strict=False, check_trace=False), str(path))
         if check:
