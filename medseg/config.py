@@ -69,7 +69,7 @@ class DataConfig(Section):
     sampler: SamplerConfig = Field(SamplerConfig(), description='how each split is drawn: `{train: random, val: sequential}`')
     train_samples: Optional[int] = Field(None, ge=1, description='samples drawn per training epoch (None: the training set size)')
     validation_samples: Optional[int] = Field(None, ge=1, description='samples per validation epoch for a random/weighted val sampler')
-    sampling_tags: list[str] = Field([], description='classes (of cls heads; `other` = none of them) that weighted sampling balances')
+    sampling_tags: list[str] = Field([], description='classes of cls heads, or of seg heads (carried when the mask shows them), that weighted sampling balances; `other` = none of them')
     sampling_weights: list[float] = Field([], description='sampling weight of each of `sampling_tags` (empty: equal)')
     equal_source_sampling: bool = Field(False, description='draw each source equally often')
     # augmentation and batching

@@ -16,7 +16,8 @@ from ..config import ConfigError, DataConfig, HeadConfig, did_you_mean
 from .layouts import Samples
 
 # %% auto #0
-__all__ = ['MedSampler', 'tag_buckets', 'class_buckets', 'sample_weights', 'sampler_modes', 'draw_weights', 'build_sampler']
+__all__ = ['MedSampler', 'mask_presence', 'tag_buckets', 'class_buckets', 'sample_weights', 'sampler_modes', 'draw_weights',
+           'build_sampler']
 
 # %% ../../nbs/03d_data.sampling.ipynb #c060
 class MedSampler(DistributedSampler):
@@ -47,19 +48,41 @@ class MedSampler(DistributedSampler):
     def __len__(self): return self.num_samples
 
 # %% ../../nbs/03d_data.sampling.ipynb #c063
-def tag_buckets(s:Samples, heads:Sequence[HeadConfig], tags:Sequence[str]) -> np.ndarray:
-    "Each sample's sampling bucket: the first of `tags` it carries, else `other`."
-    lut = {}
+def mask_presence(s:Samples, h:HeadConfig, # the samples, a seg head
+                  cfg:Optional[DataConfig]=None, # `mask_threshold`, `slice_axis`
+                 ) -> np.ndarray:
+    "`samples x classes` of seg head `h`: whether each sample's mask shows the class (any pixel of it); False without a mask."
+    from medseg.data.dataset import read_head_mask
+    c = cfg or DataConfig()
+    out = np.zeros((len(s), max(1, len(h.classes))), bool)
+    for i, p in enumerate(s.labels[h.name]):
+        if p is None: continue
+        m = read_head_mask(p, h, c.mask_threshold, s.frames[i], c.slice_axis)
+        if h.multiclass: out[i] = np.isin(np.arange(out.shape[1]), np.unique(m))
+        else: out[i] = (m.reshape(-1, m.shape[-1]) if m.ndim == 3 else m.reshape(-1, 1)).any(0)
+    return out
+
+def tag_buckets(s:Samples, heads:Sequence[HeadConfig], tags:Sequence[str],
+                cfg:Optional[DataConfig]=None, # how seg heads' masks are read (`mask_presence`)
+               ) -> np.ndarray:
+    "Each sample's sampling bucket: the first of `tags` it carries (a cls head's class, or a seg head's class its mask shows), else `other`."
+    lut, shown = {}, {}
     for h in heads:
-        if h.kind != 'cls': continue
+        if h.kind == 'seg' and not h.classes: lut.setdefault(h.name, (h, 0))  # a binary mask: the head's name is its tag
+        if h.kind not in ('cls', 'seg'): continue
         for k, c in enumerate(h.classes): lut.setdefault(c, (h, k)); lut[f'{h.name}.{c}'] = (h, k)
     out, done = np.full(len(s), 'other', dtype=object), np.zeros(len(s), bool)
     for t in tags:
         if t == 'other': continue
-        if t not in lut: raise ConfigError(f"data.sampling_tags: {t!r} is not a class of any cls head.{did_you_mean(t, list(lut))} "
-                                           f"Classes: {', '.join(lut) or 'none (declare cls heads)'}")
-        h, k = lut[t]; y = s.labels[h.name]
-        hit = (y[:, k] == 1) if y.ndim == 2 else (y == k)
+        if t not in lut: raise ConfigError(f"data.sampling_tags: {t!r} is not a class of any cls or seg head.{did_you_mean(t, list(lut))} "
+                                           f"Classes: {', '.join(lut) or 'none (declare cls or seg heads)'}")
+        h, k = lut[t]
+        if h.kind == 'seg':  # the masks are read once per head
+            if h.name not in shown: shown[h.name] = mask_presence(s, h, cfg)
+            hit = shown[h.name][:, k]
+        else:
+            y = s.labels[h.name]
+            hit = (y[:, k] == 1) if y.ndim == 2 else (y == k)
         out[hit & ~done] = t; done |= hit
     return out
 
@@ -104,14 +127,14 @@ def sampler_modes(cfg:DataConfig, # the `data` section
 
 # %% ../../nbs/03d_data.sampling.ipynb #s015
 def draw_weights(s:Samples, # the split's samples
-                 heads:Sequence[HeadConfig], # the heads (tags and classes come from cls heads)
+                 heads:Sequence[HeadConfig], # the heads (tags from cls and seg heads, classes from the first cls head)
                  cfg:DataConfig, # `sampling_tags`, `sampling_weights`, `equal_source_sampling`
                  split:str='train', # named in errors
                 ) -> np.ndarray:
     "Per-sample probabilities for weighted sampling of `s` as the config asks."
     c = cfg
     if c.sampling_tags:
-        b = tag_buckets(s, heads, c.sampling_tags)
+        b = tag_buckets(s, heads, c.sampling_tags, c)
         if 'other' not in c.sampling_tags and (n_other := int((b == 'other').sum())):
             raise ConfigError(f"data.sampling_tags: {n_other} {split} samples carry none of {', '.join(c.sampling_tags)}; add 'other' "
                               "(with a weight in data.sampling_weights) so they can be drawn")
