@@ -312,7 +312,18 @@ class WrappedDataModule(L.LightningDataModule):
             if 'train' in parts:
                 b = self.dm.on_after_batch_transfer(self.dm.on_before_batch_transfer(next(iter(self._loader('train'))), 0), 0)
                 check_batch(self.finish(b), self.heads, f"{self.source}: the first training batch", self.in_channels)
+                self._read_reg_targets(parts['train'])
         return self.samples
+
+    def _read_reg_targets(self, ds):
+        "The training items' targets of the reg heads to standardise (`medseg.run.train_labels` measures them), read item by item."
+        heads = [h for h in self.heads if h.kind == 'reg' and h.standardize and h.target_mean is None]
+        if not heads: return
+        if not (hasattr(ds, '__getitem__') and hasattr(ds, '__len__')) or not len(ds) or not isinstance(ds[0], dict):
+            warnings.warn(f"{self.source}: its training set does not give batch-contract items one by one, so the targets of "
+                          f"{', '.join(h.name for h in heads)} cannot be measured; they are learnt unstandardised (give the heads "
+                          "target_mean and target_std to standardise them)"); return
+        read_target_labels(self.samples, {'train': ds}, heads, self.samples.split == 'train')
 
     def dataset(self, split:str):
         "The items of `split` one by one (for predictions and plots): its loader's data set, when map-style."
