@@ -20,8 +20,8 @@ from .heads import RECIPES, HeadConfig, MetricTarget, canonical_metric, check_he
 # %% auto #0
 __all__ = ['MODEL_FAMILIES', 'PARAM_GROUPS', 'OPTIMIZERS', 'SCHEDULERS', 'PRECISIONS', 'PLUGIN_KINDS', 'SamplerConfig',
            'DataConfig', 'ModelConfig', 'short_target', 'OptimizerConfig', 'SchedulerConfig', 'LossConfig',
-           'TrainerConfig', 'CheckpointConfig', 'EarlyStoppingConfig', 'CallbacksConfig', 'PredictConfig',
-           'LoggingConfig', 'PathsConfig', 'qualified_name', 'plugin_kind', 'describe', 'check_plugin',
+           'TrainerConfig', 'CheckpointConfig', 'EarlyStoppingConfig', 'CallbacksConfig', 'SlidingWindowConfig',
+           'PredictConfig', 'LoggingConfig', 'PathsConfig', 'qualified_name', 'plugin_kind', 'describe', 'check_plugin',
            'dataset_takes_split', 'check_data_target', 'SearchSpace', 'OptunaSamplerConfig', 'OptunaPrunerConfig',
            'OptunaConfig', 'Config', 'parse_value', 'set_dotted', 'apply_overrides', 'format_errors', 'validate_config',
            'read_yaml', 'load_config', 'atomic_write', 'config_to_dict', 'mask_url', 'mask_secrets', 'save_config',
@@ -338,10 +338,19 @@ class CallbacksConfig(Section):
             v = {**v, 'extra': [{'_target_': x} if isinstance(x, str) else x for x in v['extra']]}
         return v
 
+class SlidingWindowConfig(Section):
+    "Seg heads predicted window by window at each image's own size (MONAI's `sliding_window_inference`), instead of on the image resized to `data.im_size`."
+    enable: bool = Field(False, description='predict window by window: for images larger than the model was trained on (microscopy fields, whole slides); seg heads only')
+    size: Optional[int] = Field(None, ge=8, description='window side in pixels; None: `data.im_size`, the size the model was trained on')
+    overlap: float = Field(0.25, ge=0, lt=1, description='fraction of a window its neighbours overlap')
+    mode: Literal['gaussian', 'constant'] = Field('gaussian', description='how overlapping windows are blended: weighted towards their centres, or equally')
+    batch_size: int = Field(4, ge=1, description='windows per forward pass')
+
 class PredictConfig(Section):
     "What `predict` writes into the run folder's `predictions/`."
     save_probs: bool = Field(False, description='also save each seg head\'s probabilities at the original size (`<stem>_prob.npy`, float16)')
     tta: bool = Field(False, description='average the predictions over horizontal and vertical flips (test-time augmentation)')
+    sliding_window: SlidingWindowConfig = Field(SlidingWindowConfig(), description='predict seg heads window by window at each image\'s own size (`enable`, `size`, `overlap`, `mode`, `batch_size`)')
 
 class LoggingConfig(Section):
     "Experiment loggers, several at once, all writing under the run folder (`medseg.loggers`). CSV always; the others are extras."

@@ -27,7 +27,7 @@ __all__ = ['VERSIONED', 'fit', 'FORKING', 'MODES', 'TOOLS', 'git_state', 'packag
            'papermill_output', 'keep_notebook', 'RunResult', 'read_metrics', 'check_im_size', 'implied_heads',
            'train_labels', 'with_run_heads', 'build_task', 'has_split', 'update_summary', 'write_scores',
            'format_scores', 'write_batch_view', 'fit_recorded', 'train', 'interactive', 'device_count', 'needs_child',
-           'child_strategy', 'child_config', 'fit_subprocess', 'score', 'test', 'validate', 'predict',
+           'child_strategy', 'child_config', 'fit_subprocess', 'score', 'test', 'validate', 'use_windows', 'predict',
            'find_checkpoints', 'markdown_table', 'evaluate', 'cli_parser', 'mode_rows', 'main']
 
 # %% ../nbs/08_run.ipynb #c005
@@ -244,9 +244,16 @@ def _first(preds:dict, seg:set, n:int) -> dict:
     pick = lambda d: {k: v[:n] for k, v in (d or {}).items() if k in seg or k.removesuffix('_valid') in seg}
     return {'outputs': pick(preds['outputs']), 'labels': pick(preds['labels'])}
 
+def _thumb(x, size:int):
+    "Images or logits `B x C x H x W` resized to `size` x `size` (bilinear)."
+    import torch.nn.functional as F
+    return F.interpolate(x.float(), size=(size, size), mode='bilinear', align_corners=False)
+
 def collect_predictions(task, dm, split:str,
                         max_images:int=8, # images (and seg logits) kept for the figures
                         writer=None, # a `medseg.predict.PredictionWriter`: each batch is written as it comes
+                        batch_size:Optional[int]=None, # images per batch; default `data.batch_size` (1: images of different sizes)
+                        thumb:Optional[int]=None, # the kept images and seg logits resized to `thumb` x `thumb` (for figures of images of different sizes)
                        ) -> tuple[dict, Optional['torch.Tensor']]:
     """Every sample of `split` through `task.predict_step` (labels kept where the split has them), and the first images.
     Every head's predictions of every sample come back except the seg heads', kept for the first `max_images` samples only:
@@ -258,13 +265,15 @@ def collect_predictions(task, dm, split:str,
     seg = {h.name for h in task.heads if h.kind == 'seg'}
     task.eval(); small, first, imgs = [], [], []
     with torch.inference_mode():
-        for b in make_loader(dm.dataset(split), dm.cfg):
+        for b in make_loader(dm.dataset(split), dm.cfg if batch_size is None else dm.cfg.model_copy(update={'batch_size': batch_size})):
             b = dm.finish(move_data_to_device(b, task.device))
             out = move_data_to_device(task.predict_step(b, 0), 'cpu')
             if writer is not None: writer.write(out)
             small.append(_drop_seg(out, seg))
             if sum(len(x) for x in imgs) < max_images:
-                first.append(out); imgs.append(denormalize_input(b['image'], dm.cfg.mean, dm.cfg.std).clamp(0, 1).cpu())
+                img = denormalize_input(b['image'], dm.cfg.mean, dm.cfg.std).clamp(0, 1).cpu()
+                if thumb: img, out = _thumb(img, thumb), {**out, 'outputs': {k: _thumb(v, thumb) if k in seg else v for k, v in out['outputs'].items()}}
+                first.append(out); imgs.append(img)
     preds = gather_predictions(small)
     if seg and first:
         f = _first(gather_predictions(first), seg, max_images)
@@ -623,15 +632,28 @@ def validate(cfg:Config, ckpt_path=None) -> dict:
     return score(cfg, ckpt_path, 'validate')
 
 @quietly
+def use_windows(task, dm, # the run's MultiTask and data module
+                w, # `predict.sliding_window`
+                im_size:int, # `data.im_size`: the windows' default side
+               ):
+    "Predict window by window (`predict.sliding_window`): each image at its own size, seg heads stitched from windows of the model's size."
+    other = [h for h in task.heads if h.kind != 'seg']
+    if other: raise ConfigError(f"predict.sliding_window: only seg heads are predicted window by window; head {other[0].name!r} is a "
+                                f"{other[0].kind} head. Predict this model without windows (predict.sliding_window.enable=false)")
+    task.window, task.window_size = w, im_size
+    dm.predict_at_own_size()
+
 def predict(cfg:Config, ckpt_path=None) -> dict:
     "Predictions of a checkpoint on `data.predict_dir` (or the test split, with scores where labels exist) into `run/predictions`, written batch by batch."
     from medseg.predict import PredictionWriter
     task, dm, ckpt, run = _eval_setup(cfg, ckpt_path)
     split = 'predict' if cfg.data.predict_dir is not None else 'test'
+    windows = cfg.predict.sliding_window.enable
+    if windows: use_windows(task, dm, cfg.predict.sliding_window, cfg.data.im_size)
     paths = sample_paths(dm, split)
     writer = PredictionWriter(run/'predictions', task.heads, [str(i) for i in dm.dataset(split).s.ids], paths,
                               save_probs=cfg.predict.save_probs, axis=cfg.data.slice_axis)
-    preds, images = collect_predictions(task, dm, split, writer=writer)
+    preds, images = collect_predictions(task, dm, split, writer=writer, **(dict(batch_size=1, thumb=cfg.data.im_size) if windows else {}))
     written = writer.close()
     write_plots(run, task, dm, split, preds=preds, images=images, folder='predictions/plots')  # beside the predictions, not over fit's figures
     update_summary(run, predict={'ckpt': str(ckpt), 'split': split, 'n': writer.n})

@@ -83,6 +83,7 @@ class MultiTask(OptimMixin, L.LightningModule):
         self.loss = MultiTaskLoss(self.heads, extra_allowed)
         self.opt_cfg, self.sched_cfg, self.extra_allowed = optimizer or OptimizerConfig(), scheduler, tuple(extra_allowed)
         self.lr_mults, self.tta, self.nan_guard, self.channels_last = dict(lr_mults or {}), tta, nan_guard, channels_last
+        self.window, self.window_size = None, None  # `predict.sliding_window` and its default size (`data.im_size`), set by `medseg.run.predict`
         self.metrics = nn.ModuleDict({s: nn.ModuleDict({h.name: head_metrics(h, f'{s}_{h.name}_', extra_allowed=self.extra_allowed) for h in self.heads})
                                       for s in ('val', 'test')})
     def forward(self, x) -> dict:
@@ -119,6 +120,14 @@ class MultiTask(OptimMixin, L.LightningModule):
                 'labels': {k: v.detach().cpu() for k, v in labels.items()}}
 
     def predict_outputs(self, x) -> dict:
+        "The model's logits, window by window when `window` is set (`predict.sliding_window`), averaged over flips when `tta`."
+        w = getattr(self, 'window', None)
+        if w is None or not w.enable: return self.flip_outputs(x)
+        from monai.inferers import sliding_window_inference
+        size = w.size or self.window_size
+        return sliding_window_inference(x, (size, size), w.batch_size, self.flip_outputs, overlap=w.overlap, mode=w.mode)
+
+    def flip_outputs(self, x) -> dict:
         "The model's logits, averaged over flips when `tta` (zone heads: unflipped only, their zones are places)."
         out = self(x)
         if not self.tta: return out

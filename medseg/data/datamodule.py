@@ -152,6 +152,12 @@ class MedDataModule(L.LightningDataModule):
                 raise ConfigError(f"heads.{h.name}: a multiclass seg head needs its `classes` (background first), got {h.classes}")
         self.samples, self.skipped, self.skip_dir, self.datasets = None, [], None, {}
 
+    def predict_at_own_size(self):
+        "From now on the predict split keeps each image's own size (its augmentations, no resize): for sliding-window prediction."
+        c = self.cfg
+        self.tfms['predict'] = build_transforms(c.val_augs if c.predict_augs is None else c.predict_augs, None, seed=self.seed)
+        self.datasets.pop('predict', None)
+
     def prepare_data(self):
         "Write the built-in synthetic set when the manifest is missing and `generate` is on."
         c = self.cfg
@@ -286,7 +292,11 @@ class WrappedDataModule(L.LightningDataModule):
         if cls is None or not plugin_kind(cls, ('datamodule',)): raise ConfigError("WrappedDataModule needs a LightningDataModule class in data.target")
         self.heads = list(heads or []) or [HeadConfig(name='mask', kind='seg')]
         self.dm, self.source = cls(**cfg.target.params), target_source(cfg.target)
-        self.samples, self.skipped = None, []
+        self.samples, self.skipped, self.own_size = None, [], False
+
+    def predict_at_own_size(self):
+        "From now on `data.predict_dir` images keep their own size (the lab's own loaders give what they give): for sliding-window prediction."
+        self.own_size = True
 
     def prepare_data(self): self.dm.prepare_data()
     def setup(self, stage:Optional[str]=None):
@@ -330,7 +340,7 @@ class WrappedDataModule(L.LightningDataModule):
         if split == 'predict' and self.cfg.predict_dir is not None:
             c = self.cfg
             return MedDataset(samples_from_folder(resolve_path(c.predict_dir)), [], c, self.in_channels,
-                              build_transforms(c.val_augs if c.predict_augs is None else c.predict_augs, c.im_size), split='predict')
+                              build_transforms(c.val_augs if c.predict_augs is None else c.predict_augs, None if self.own_size else c.im_size), split='predict')
         ds = self._loader(split).dataset
         if not (hasattr(ds, '__getitem__') and hasattr(ds, '__len__')):
             raise DataError(f"{self.source}: the {split} loader's data set is not map-style (__getitem__, __len__); predictions and plots read its items one by one")

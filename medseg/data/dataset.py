@@ -50,16 +50,16 @@ def build_aug(spec:dict[str, dict[str, Any]]):
 
 # %% ../../nbs/03c_data.dataset.ipynb #c007
 def build_transforms(augs:list, # `{ClassName: {params}}` items
-                     im_size:int, # final side length
+                     im_size:Optional[int], # final side length; None: each image keeps its own size
                      keypoints:bool=False, # also move keypoints (`x y` pixel coordinates)
                      boxes:bool=False, # also move boxes (`x0 y0 x1 y1`)
                      seed:Optional[int]=None, # albumentations' own random state; None: fresh
                     ):
-    "An `albumentations.Compose` of `augs` followed by a resize to `im_size` x `im_size`."
+    "An `albumentations.Compose` of `augs` followed by a resize to `im_size` x `im_size` (none when `im_size` is None)."
     A = _albu()
     kp = A.KeypointParams(format='xy', remove_invisible=False) if keypoints else None
     bb = A.BboxParams(format='pascal_voc', label_fields=['box_labels']) if boxes else None
-    return A.Compose([*(build_aug(a) for a in augs), A.Resize(im_size, im_size)], keypoint_params=kp, bbox_params=bb, seed=seed)
+    return A.Compose([*(build_aug(a) for a in augs), *([A.Resize(im_size, im_size)] if im_size else [])], keypoint_params=kp, bbox_params=bb, seed=seed)
 
 # %% ../../nbs/03c_data.dataset.ipynb #d010
 def _join_masks(masks:list) -> np.ndarray:
