@@ -631,7 +631,6 @@ def validate(cfg:Config, ckpt_path=None) -> dict:
     "Scores of a checkpoint on the validation split (`validate_metrics.csv`, `summary.json['validate']`)."
     return score(cfg, ckpt_path, 'validate')
 
-@quietly
 def use_windows(task, dm, # the run's MultiTask and data module
                 w, # `predict.sliding_window`
                 im_size:int, # `data.im_size`: the windows' default side
@@ -643,6 +642,7 @@ def use_windows(task, dm, # the run's MultiTask and data module
     task.window, task.window_size = w, im_size
     dm.predict_at_own_size()
 
+@quietly
 def predict(cfg:Config, ckpt_path=None) -> dict:
     "Predictions of a checkpoint on `data.predict_dir` (or the test split, with scores where labels exist) into `run/predictions`, written batch by batch."
     from medseg.predict import PredictionWriter
