@@ -55,7 +55,8 @@ def main(argv=None) -> int:
         return tune_main(argv[1:])
     if argv[:1] == ['slurm']:
         from medseg.sweep import slurm_main
-        return slurm_main(argv[1:])
+        from medseg.tune import tune_storage_note
+        return slurm_main(argv[1:], tune_storage_note)
     if argv[:1] and argv[0] in MODES:
         a = cli_parser().parse_args(argv)
         if getattr(a, 'best_of', None): return fit_best_of(a)

@@ -24,7 +24,7 @@ __all__ = ['RUN_PARAMS', 'WANDB_KEYS', 'LOCAL_KEYS', 'SPEC_KEYS', 'DISTRIBUTIONS
            'sweep_metric', 'sweep_table', 'varying', 'plot_summary', 'markdown_summary', 'write_summary',
            'sweep_parser', 'sweep_main', 'wandb_parameters', 'param_distribution', 'draw_value', 'from_wandb',
            'wandb_spec', 'check_wandb_reachable', 'wandb_job', 'run_wandb_job', 'jobs_on_disk', 'run_wandb',
-           'slurm_script', 'slurm_tune_script', 'slurm_parser', 'tune_storage_note', 'slurm_main']
+           'slurm_script', 'slurm_tune_script', 'slurm_parser', 'slurm_main']
 
 # %% ../nbs/15_sweep.ipynb #s06
 class SweepConfig(Section):
@@ -853,16 +853,9 @@ def slurm_parser() -> argparse.ArgumentParser:
     p.add_argument('overrides', nargs='*', help='dotted overrides for every rank, e.g. trainer.max_epochs=50')
     return p
 
-def tune_storage_note(cfg) -> str:
-    "Where the workers of `cfg`'s study meet, and a warning when it is the study folder's SQLite file (no good across nodes)."
-    from medseg.tune import storage_url, study_dir
-    url, source = storage_url(cfg.optuna, study_dir(cfg, cfg.optuna.study_name or 'study'))
-    from medseg.config import mask_url
-    if source != 'the study folder': return f"the workers share the study at {mask_url(url)} (from {source})"
-    return (f"note: the study's storage is SQLite in the study folder ({url}): fine for workers on one node; for several, give them "
-            "a database server (optuna.storage, or $MEDSEG_OPTUNA_STORAGE exported before sbatch)")
-
-def slurm_main(argv=None) -> int:
+def slurm_main(argv=None,
+               storage_note=None, # cfg -> a line on the study's storage, printed with --workers (`medseg.tune.tune_storage_note`, which the `medseg` command passes)
+              ) -> int:
     "The `medseg slurm` command: writes the batch script; 0 written, 2 a bad argument or config."
     a = slurm_parser().parse_args(argv)
     from medseg.config import load_config, project_root
@@ -891,7 +884,7 @@ def slurm_main(argv=None) -> int:
     except ConfigError as e:
         print(f"medseg slurm: {' '.join(str(e).splitlines())}", file=sys.stderr); return 2  # one line
     print(f"wrote {out}\nsubmit it with: sbatch {out}")
-    if a.workers: print(tune_storage_note(cfg))
+    if a.workers and storage_note: print(storage_note(cfg))
     return 0
 
 # %% ../nbs/15_sweep.ipynb #s54

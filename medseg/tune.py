@@ -21,11 +21,11 @@ from .core import ConfigError, check_params, did_you_mean
 __all__ = ['STORAGE_ENV', 'SAMPLERS', 'PRUNERS', 'TAKEN', 'PLOTS', 'WANDB_DISTRIBUTIONS', 'WANDB_METHODS', 'WANDB_KEYS',
            'import_optuna', 'suggest_value', 'suggest_overrides', 'grid_values', 'grid_size', 'trial_name',
            'trial_config', 'check_search_spaces', 'study_dir', 'default_storage', 'sqlite_file', 'storage_url',
-           'claim_lock', 'optuna_quiet', 'database_url', 'open_storage', 'make_sampler', 'make_pruner', 'worker_id',
-           'worker_alive', 'requeue', 'recover_trials', 'recovered_line', 'next_trial', 'surplus', 'ServerLock',
-           'server_lock', 'PruningCallback', 'pruning_callback', 'run_value', 'objective', 'study_objective',
-           'open_study', 'heartbeat', 'run_trial', 'trial_line', 'tune', 'best_trial', 'best_values', 'trials_table',
-           'results_lock', 'write_best_params', 'study_plots', 'write_study_plots', 'write_results',
+           'claim_lock', 'optuna_quiet', 'database_url', 'open_storage', 'tune_storage_note', 'make_sampler',
+           'make_pruner', 'worker_id', 'worker_alive', 'requeue', 'recover_trials', 'recovered_line', 'next_trial',
+           'surplus', 'ServerLock', 'server_lock', 'PruningCallback', 'pruning_callback', 'run_value', 'objective',
+           'study_objective', 'open_study', 'heartbeat', 'run_trial', 'trial_line', 'tune', 'best_trial', 'best_values',
+           'trials_table', 'results_lock', 'write_best_params', 'study_plots', 'write_study_plots', 'write_results',
            'best_from_storage', 'best_overrides', 'wandb_search_space', 'wandb_sweep_overrides', 'load_wandb_sweep',
            'tune_config', 'tune_parser', 'tune_summary', 'tune_main']
 
@@ -191,6 +191,13 @@ def open_storage(url:str, # any database URL Optuna accepts
             msg = mask_url(str(e).strip().splitlines()[0] if str(e).strip() else '')[:300]
             if isinstance(e, ImportError): msg += "; install the database's driver (PostgreSQL: pip install 'psycopg[binary]')"
             raise ConfigError(f"{key}: cannot open {mask_url(url)}: {type(e).__name__}: {msg}") from None
+
+def tune_storage_note(cfg) -> str:
+    "Where the workers of `cfg`'s study meet, and a warning when it is the study folder's SQLite file (no good across nodes)."
+    url, source = storage_url(cfg.optuna, study_dir(cfg, cfg.optuna.study_name or 'study'))
+    if source != 'the study folder': return f"the workers share the study at {mask_url(url)} (from {source})"
+    return (f"note: the study's storage is SQLite in the study folder ({url}): fine for workers on one node; for several, give them "
+            "a database server (optuna.storage, or $MEDSEG_OPTUNA_STORAGE exported before sbatch)")
 
 # %% ../nbs/14_tune.ipynb #t19
 SAMPLERS = {'tpe': 'TPESampler', 'random': 'RandomSampler', 'grid': 'GridSampler', 'cmaes': 'CmaEsSampler'}  # optuna.sampler.name: class in optuna.samplers

@@ -145,5 +145,5 @@ def test_skip_does_not_cover_config_problems(data):
     manifest(data).drop(columns='split').to_csv(data/'manifest.csv', index=False)
     with pytest.raises(DataError, match=r'missing column\(s\) split \(or set data.split_ratios\)'):
         dm_for(data, on_bad_sample='skip').setup('fit')
-    with pytest.raises(ConfigError, match=r"data.sampling_tags: 'squares' is not a class of any cls head"):
+    with pytest.raises(ConfigError, match=r"data.sampling_tags: 'squares' is not a class of any cls or seg head"):
         dm_for(data, split_ratios=[0.5, 0.5], sampler='train_weighted_val_sequential', sampling_tags=['squares']).train_dataloader()
