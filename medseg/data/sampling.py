@@ -67,9 +67,8 @@ def tag_buckets(s:Samples, heads:Sequence[HeadConfig], tags:Sequence[str],
                ) -> np.ndarray:
     "Each sample's sampling bucket: the first of `tags` it carries (a cls head's class, or a seg head's class its mask shows), else `other`."
     lut, shown = {}, {}
-    for h in heads:
+    for h in sorted((h for h in heads if h.kind in ('cls', 'seg')), key=lambda h: h.kind != 'cls'):  # a bare class name: a cls head's first
         if h.kind == 'seg' and not h.classes: lut.setdefault(h.name, (h, 0))  # a binary mask: the head's name is its tag
-        if h.kind not in ('cls', 'seg'): continue
         for k, c in enumerate(h.classes): lut.setdefault(c, (h, k)); lut[f'{h.name}.{c}'] = (h, k)
     out, done = np.full(len(s), 'other', dtype=object), np.zeros(len(s), bool)
     for t in tags:
